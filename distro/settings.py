@@ -1,0 +1,290 @@
+"""The one typed table of every environment variable the product reads.
+
+Each row names the variable, how its text is parsed, its default and what it does. `load_settings`
+reads a plain mapping (``os.environ`` by default, a dict in tests) once at start-up. A value that
+does not parse logs one WARNING naming the variable, the value (masked when secret), the expected
+form and the fallback, and the fallback is used: a typo never stops the app.
+
+``OTEL_*`` rows follow the OpenTelemetry specification ("Environment Variable Specification" and
+"OTLP Exporter Configuration"). The distro reads them and passes the parsed values on; it never
+writes them back into the environment, so a value the user set is never overridden.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit
+
+_logger = logging.getLogger(__name__)
+
+
+class InvalidSetting(ValueError):
+    """Raised by a parser; the message is the expected form, e.g. "a number from 0 to 1"."""
+
+
+# Parsers. Each takes the stripped text and returns the typed value or raises InvalidSetting.
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise InvalidSetting("true or false")
+
+
+def parse_ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidSetting("a number from 0 to 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise InvalidSetting("a number from 0 to 1")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidSetting("a positive whole number") from None
+    if value <= 0:
+        raise InvalidSetting("a positive whole number")
+    return value
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+_EXPORTER_NAMES = ("otlp", "console", "none")
+
+
+def parse_exporters(text: str) -> tuple[str, ...]:
+    names = tuple(name.lower() for name in parse_list(text))
+    unknown = [name for name in names if name not in _EXPORTER_NAMES]
+    if unknown or not names:
+        raise InvalidSetting("a comma-separated list of " + ", ".join(_EXPORTER_NAMES))
+    return names
+
+
+def parse_text(text: str) -> str:
+    return text
+
+
+def parse_http_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidSetting("an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        raise InvalidSetting("an http:// or https:// URL with a numeric port") from None
+    return text
+
+
+def parse_dsn(text: str) -> str:
+    """Check a Sentry DSN: ``scheme://public_key@host[:port]/[path/]project_id``."""
+    from sentry_sdk.utils import BadDsn, Dsn
+
+    try:
+        Dsn(text)
+    except BadDsn:
+        raise InvalidSetting("a Sentry DSN such as https://<public key>@<host>/<project id>") from None
+    return text
+
+
+def parse_spotlight(text: str) -> str | None:
+    """Return the Spotlight sidecar URL, or None when Spotlight is off.
+
+    ``SENTRY_SPOTLIGHT`` is a boolean or a URL, as in every Sentry SDK. ``true`` means the
+    sidecar's default address.
+    """
+    lowered = text.lower()
+    if lowered in _FALSE:
+        return None
+    if lowered in _TRUE:
+        return DEFAULT_SPOTLIGHT_URL
+    try:
+        return parse_http_url(text)
+    except InvalidSetting:
+        raise InvalidSetting("true, false or the sidecar's http:// URL") from None
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    allowed = {choice.lower(): choice for choice in choices}
+
+    def parse_choice(text: str) -> str:
+        try:
+            return allowed[text.lower()]
+        except KeyError:
+            raise InvalidSetting("one of " + ", ".join(choices)) from None
+
+    parse_choice.__doc__ = "one of " + ", ".join(choices)
+    return parse_choice
+
+
+DEFAULT_SPOTLIGHT_URL = "http://localhost:8969/stream"
+
+_OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its name, parser, default (already typed) and documentation."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+    secret: bool = False
+    # Shown in the generated table; the parsers' names are not meant for users.
+    kind: str = "text"
+
+
+def _rows() -> list[Setting]:
+    otlp_signals = ("TRACES", "METRICS", "LOGS")
+    rows = [
+        # OpenTelemetry SDK
+        Setting("OTEL_SDK_DISABLED", parse_bool, False, "Turn all telemetry off; the app runs uninstrumented.", kind="bool"),
+        Setting("OTEL_SERVICE_NAME", parse_text, None, "`service.name` resource attribute. Unset: the SDK's `unknown_service`, or the value in `OTEL_RESOURCE_ATTRIBUTES`; also used as Sentry's `server_name` fallback."),
+        Setting("OTEL_RESOURCE_ATTRIBUTES", parse_text, None, "Extra resource attributes, `key=value` pairs separated by commas (read by the OpenTelemetry SDK)."),
+        Setting("OTEL_TRACES_SAMPLER", one_of(*_SAMPLERS), None, "Sampler for traces. Unset: a parent-based ratio sampler at `SENTRY_TRACES_SAMPLE_RATE`.", kind="choice"),
+        Setting("OTEL_TRACES_SAMPLER_ARG", parse_ratio, None, "Ratio for the `traceidratio` and `parentbased_traceidratio` samplers. Unset: 1.0.", kind="ratio"),
+        Setting("OTEL_TRACES_EXPORTER", parse_exporters, None, "Span exporters, comma-separated: `otlp`, `console`, `none`. Unset: `otlp` when an OTLP endpoint is set, else none.", kind="list"),
+        Setting("OTEL_METRICS_EXPORTER", parse_exporters, None, "Metric exporters: `otlp`, `console`, `none`. Unset: `otlp` when an OTLP endpoint is set, else none.", kind="list"),
+        Setting("OTEL_LOGS_EXPORTER", parse_exporters, None, "Log exporters: `otlp`, `console`, `none`. Unset: none (log records are used only to report FastAPI's exceptions to Sentry).", kind="list"),
+        Setting("OTEL_EXPORTER_OTLP_ENDPOINT", parse_http_url, None, "Base URL of the OTLP receiver (a Collector). For http/protobuf the signal paths `/v1/traces`, `/v1/metrics`, `/v1/logs` are appended.", kind="url"),
+        Setting("OTEL_EXPORTER_OTLP_PROTOCOL", one_of(*_OTLP_PROTOCOLS), "http/protobuf", "OTLP transport: `http/protobuf` or `grpc` (gRPC needs `pip install raptorflow-otel[grpc]`).", kind="choice"),
+        Setting("OTEL_EXPORTER_OTLP_HEADERS", parse_text, None, "Headers sent with every OTLP request, `key=value` pairs separated by commas (read by the OTLP exporter).", secret=True),
+        Setting("OTEL_EXPORTER_OTLP_TIMEOUT", positive_int, 10000, "Timeout of one OTLP export, in milliseconds.", kind="int"),
+        Setting("OTEL_EXPORTER_OTLP_COMPRESSION", one_of("gzip", "none"), None, "Compression of OTLP requests: `gzip` or `none` (read by the OTLP exporter).", kind="choice"),
+    ]
+    for signal in otlp_signals:
+        lower = signal.lower()
+        rows.append(Setting(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", parse_http_url, None, f"Full URL for {lower} (used as is, no path appended). Overrides `OTEL_EXPORTER_OTLP_ENDPOINT` for {lower}.", kind="url"))
+        rows.append(Setting(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", one_of(*_OTLP_PROTOCOLS), None, f"OTLP transport for {lower}. Unset: `OTEL_EXPORTER_OTLP_PROTOCOL`.", kind="choice"))
+    rows += [
+        Setting("OTEL_PROPAGATORS", parse_list, None, "Context propagators. Unset: `tracecontext,baggage,sentry` (W3C trace context and baggage, plus Sentry's `sentry-trace`).", kind="list"),
+        Setting("OTEL_BSP_SCHEDULE_DELAY", positive_int, 5000, "Delay between two span exports, in milliseconds.", kind="int"),
+        Setting("OTEL_BSP_EXPORT_TIMEOUT", positive_int, 30000, "Max time of one span export, in milliseconds.", kind="int"),
+        Setting("OTEL_BSP_MAX_QUEUE_SIZE", positive_int, 2048, "Max spans waiting for export; more are dropped.", kind="int"),
+        Setting("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", positive_int, 512, "Max spans in one export.", kind="int"),
+        Setting("OTEL_METRIC_EXPORT_INTERVAL", positive_int, 60000, "Interval between two metric exports, in milliseconds.", kind="int"),
+        Setting("OTEL_METRIC_EXPORT_TIMEOUT", positive_int, 30000, "Max time of one metric export, in milliseconds.", kind="int"),
+        Setting("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", parse_list, (), "Instrumentations to skip, by entry-point name (`fastapi`, `sqlalchemy`, `httpx`, `system_metrics`, ...).", kind="list"),
+        Setting("OTEL_SEMCONV_STABILITY_OPT_IN", parse_list, (), "Semantic-convention opt-in: `http`, `http/dup`, `database`, `database/dup`.", kind="list"),
+        Setting("OTEL_PYTHON_DISTRO", parse_text, None, "Distro used by `opentelemetry-instrument`; set `raptorflow` when another distro is installed too."),
+        Setting("OTEL_PYTHON_CONFIGURATOR", parse_text, None, "Configurator used by `opentelemetry-instrument`; set `raptorflow` when another distro is installed too."),
+        # Sentry, with the names every Sentry SDK uses
+        Setting("SENTRY_DSN", parse_dsn, None, "Sentry project DSN. Unset: nothing is sent to Sentry.", secret=True, kind="DSN"),
+        Setting("SENTRY_ENVIRONMENT", parse_text, "production", "`environment` of every Sentry event."),
+        Setting("SENTRY_RELEASE", parse_text, None, "`release` of every Sentry event, e.g. a version or commit."),
+        Setting("SENTRY_SAMPLE_RATE", parse_ratio, 1.0, "Share of errors reported to Sentry, whether or not their trace was sampled.", kind="ratio"),
+        Setting("SENTRY_TRACES_SAMPLE_RATE", parse_ratio, 1.0, "Share of traces recorded (a parent-based ratio sampler) when `OTEL_TRACES_SAMPLER` is unset.", kind="ratio"),
+        Setting("SENTRY_DEBUG", parse_bool, False, "Log what the Sentry transport does, at DEBUG level.", kind="bool"),
+        Setting("SENTRY_SPOTLIGHT", parse_spotlight, None, "Also send every envelope to a Sentry Spotlight sidecar: `true` (http://localhost:8969/stream) or its URL.", kind="bool or URL"),
+        # Our own
+        Setting("RAPTORFLOW_LOG_LEVEL", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "WARNING", "Level of the distro's own log lines (logger `raptorflow_otel`).", kind="choice"),
+        Setting("RAPTORFLOW_FASTAPI_MODE", one_of("auto", "native", "contrib"), "auto", "FastAPI tracing: `native` uses FastAPI's built-in telemetry (FastAPI 0.16x and newer), `contrib` uses opentelemetry-instrumentation-fastapi, `auto` picks native when available.", kind="choice"),
+        Setting("RAPTORFLOW_IN_APP_INCLUDE", parse_list, (), "Module prefixes whose frames are marked `in_app` in Sentry even when installed as packages.", kind="list"),
+        Setting("RAPTORFLOW_SENTRY_PENDING_TRACES", positive_int, 1000, "Max traces whose child spans wait for their root span before a Sentry transaction is built; the oldest is dropped beyond it.", kind="int"),
+    ]
+    return rows
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_rows())
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def mask(value: str) -> str:
+    """Hide a secret in a log line: keep its length class, never its characters."""
+    return "<hidden, %d characters>" % len(value)
+
+
+@dataclass
+class Settings:
+    """Parsed values by variable name, plus the names the user set to a valid value."""
+
+    values: dict[str, Any]
+    explicit: frozenset[str] = field(default_factory=frozenset)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def is_set(self, name: str) -> bool:
+        return name in self.explicit
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse every row of the table from ``environ`` (``os.environ`` by default).
+
+    Empty values count as unset, as the OpenTelemetry specification requires.
+    """
+    source = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    explicit = set()
+    for setting in SETTINGS:
+        raw = source.get(setting.name)
+        if raw is None or not raw.strip():
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.parse(raw.strip())
+            explicit.add(setting.name)
+        except InvalidSetting as error:
+            values[setting.name] = setting.default
+            _warn_invalid(setting, raw, str(error))
+    return Settings(values, frozenset(explicit))
+
+
+def _warn_invalid(setting: Setting, raw: str, expected: str) -> None:
+    shown = mask(raw) if setting.secret else repr(raw)
+    fallback = "unset" if setting.default in (None, ()) else repr(setting.default)
+    if setting.name == "SENTRY_DSN":
+        _logger.error(
+            "Invalid SENTRY_DSN %s: expected %s. Sentry export is disabled until it is fixed.",
+            shown,
+            expected,
+        )
+        return
+    _logger.warning(
+        "Invalid %s=%s: expected %s. Using %s instead.", setting.name, shown, expected, fallback
+    )
+
+
+def setting(name: str) -> Setting:
+    """Return the table row for ``name``; raises KeyError for a variable the product does not read."""
+    return _BY_NAME[name]
+
+
+def markdown_table(rows: Iterable[Setting] = SETTINGS) -> str:
+    """Render the table as Markdown, for `raptorflow-otel settings --markdown` and the docs."""
+    lines = ["| Variable | Type | Default | What it does |", "|---|---|---|---|"]
+    for row in rows:
+        default = "" if row.default in (None, ()) else f"`{_format_default(row.default)}`"
+        lines.append(f"| `{row.name}` | {row.kind} | {default} | {row.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+def _format_default(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)

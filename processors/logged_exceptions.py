@@ -1,0 +1,76 @@
+"""Put exceptions reported as log records back on the span they happened in.
+
+FastAPI's native telemetry (FastAPI 0.16x) does not record an unhandled exception on the server
+span: it emits a log record (event ``http.server.request.exception``) with the exception's type,
+message and stack trace as attributes, inside the server span's context, just before it ends the
+span. `LoggedExceptions` is a log record processor that keeps those records by span id, and its
+`attach` method is a span transform step that adds them to the span as ``exception`` events,
+the same shape ``Span.record_exception`` produces. Downstream, every exporter then sees one kind
+of exception whichever FastAPI instrumentation ran.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from opentelemetry.sdk._logs import LogRecordProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import INVALID_SPAN_ID
+
+from raptorflow_otel.processors.span_copy import copy_span
+
+# Log events that stand for an exception that escaped the request handler.
+UNHANDLED_EVENT_NAMES = frozenset({"http.server.request.exception", "fastapi.websocket.exception"})
+
+
+class LoggedExceptions(LogRecordProcessor):
+    """Stores exception log records by span id until that span ends (bounded, oldest dropped)."""
+
+    def __init__(self, max_spans: int = 1000) -> None:
+        self._max_spans = max_spans
+        self._lock = threading.Lock()
+        self._events: OrderedDict[int, list[Event]] = OrderedDict()
+        self.dropped = 0
+
+    # LogRecordProcessor. The SDK passes a ReadWriteLogRecord; its `log_record` holds the data.
+    def on_emit(self, log_record) -> None:  # noqa: ANN001 - type differs across SDK minor versions
+        record = getattr(log_record, "log_record", log_record)
+        attributes = record.attributes or {}
+        if "exception.type" not in attributes and "exception.stacktrace" not in attributes:
+            return
+        span_id = record.span_id or INVALID_SPAN_ID
+        if span_id == INVALID_SPAN_ID:
+            return
+        event_attributes = {
+            key: attributes[key]
+            for key in ("exception.type", "exception.message", "exception.stacktrace")
+            if key in attributes
+        }
+        event_attributes["exception.escaped"] = str(
+            getattr(record, "event_name", None) in UNHANDLED_EVENT_NAMES
+        )
+        event = Event("exception", event_attributes, timestamp=record.timestamp)
+        with self._lock:
+            self._events.setdefault(span_id, []).append(event)
+            self._events.move_to_end(span_id)
+            while len(self._events) > self._max_spans:
+                self._events.popitem(last=False)
+                self.dropped += 1
+
+    def attach(self, span: ReadableSpan) -> ReadableSpan:
+        """Span transform step: return a copy of ``span`` with its logged exceptions as events."""
+        if not self._events:
+            return span
+        with self._lock:
+            events = self._events.pop(span.context.span_id, None)
+        if not events:
+            return span
+        return copy_span(span, events=tuple(span.events) + tuple(events))
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._events.clear()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

@@ -1,0 +1,134 @@
+"""The span pipeline: one transformed copy of each ended span, given to every exporter.
+
+OpenTelemetry SDK 1.45 freezes a span's attributes before any processor's ``on_end`` runs, so a
+processor cannot change the span itself. Instead `TransformingExporter` builds one new
+``ReadableSpan`` per ended span by running the transform steps in order, and hands that same
+copy to each destination (Sentry, OTLP, console). No exporter ever sees the span as the app made it.
+
+The steps run on the batch worker thread of the SDK's ``BatchSpanProcessor``, not on the request
+thread. The one exception is an unsampled span that carries an error: it never enters the batch
+queue (the SDK drops unsampled spans there), so `PipelineSpanProcessor` transforms it on the
+request thread and hands it to the error sink, which reports errors whatever the trace sampling.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable, Protocol, Sequence
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from raptorflow_otel.processors.guard import guarded
+
+_logger = logging.getLogger(__name__)
+
+# A step returns the span unchanged, a new ReadableSpan, or None to drop the span.
+SpanStep = Callable[[ReadableSpan], "ReadableSpan | None"]
+
+
+class ErrorSink(Protocol):
+    """Receives transformed spans of unsampled traces that carry exception events."""
+
+    def export_errors(self, spans: Sequence[ReadableSpan]) -> None: ...
+
+
+class SpanTransform:
+    """Runs the named steps in order; a failing step drops the span (fail closed)."""
+
+    def __init__(self, steps: Iterable[tuple[str, SpanStep]] = ()) -> None:
+        self.steps = list(steps)
+
+    def __call__(self, span: ReadableSpan) -> ReadableSpan | None:
+        current: ReadableSpan | None = span
+        for name, step in self.steps:
+            try:
+                current = step(current)
+            except Exception:  # noqa: BLE001 - a broken step must never pass raw data on
+                _logger.exception(
+                    "Span transform step %r failed on span %r; the span is dropped.", name, span.name
+                )
+                return None
+            if current is None:
+                return None
+        return current
+
+
+class TransformingExporter(SpanExporter):
+    """Transforms a batch once and exports the result to every destination in turn."""
+
+    def __init__(self, transform: SpanTransform, exporters: Sequence[SpanExporter]) -> None:
+        self._transform = transform
+        self._exporters = list(exporters)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        transformed = [copy for copy in map(self._transform, spans) if copy is not None]
+        if not transformed:
+            return SpanExportResult.SUCCESS
+        result = SpanExportResult.SUCCESS
+        for exporter in self._exporters:
+            outcome = guarded(exporter.export, transformed, what=f"{type(exporter).__name__}.export")
+            if outcome is not SpanExportResult.SUCCESS:
+                result = SpanExportResult.FAILURE
+        return result
+
+    def shutdown(self) -> None:
+        for exporter in self._exporters:
+            guarded(exporter.shutdown, what=f"{type(exporter).__name__}.shutdown")
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        flushed = True
+        for exporter in self._exporters:
+            flush = getattr(exporter, "force_flush", None)
+            if flush is not None and guarded(flush, timeout_millis, what="force_flush") is False:
+                flushed = False
+        return flushed
+
+
+class PipelineSpanProcessor(SpanProcessor):
+    """Batches sampled spans for export and routes unsampled error spans to the error sink."""
+
+    def __init__(
+        self,
+        transform: SpanTransform,
+        exporters: Sequence[SpanExporter],
+        error_sink: ErrorSink | None = None,
+        *,
+        max_queue_size: int = 2048,
+        schedule_delay_millis: float = 5000,
+        max_export_batch_size: int = 512,
+        export_timeout_millis: float = 30000,
+    ) -> None:
+        self._transform = transform
+        self._error_sink = error_sink
+        self._batch = BatchSpanProcessor(
+            TransformingExporter(transform, exporters),
+            max_queue_size=max_queue_size,
+            schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=min(max_export_batch_size, max_queue_size),
+            export_timeout_millis=export_timeout_millis,
+        )
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self._batch.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context.trace_flags.sampled:
+            self._batch.on_end(span)
+            return
+        if self._error_sink is not None:
+            guarded(self._report_unsampled, span, what="unsampled error report")
+
+    def _report_unsampled(self, span: ReadableSpan) -> None:
+        transformed = self._transform(span)
+        if transformed is None:
+            return
+        if any(event.name == "exception" for event in transformed.events):
+            self._error_sink.export_errors([transformed])
+
+    def shutdown(self) -> None:
+        self._batch.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._batch.force_flush(timeout_millis)
