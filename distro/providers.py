@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.sampling import (
 
 from raptorflow_otel.distro.sampling import RecordLocalRootsSampler, ratio_sampler
 from raptorflow_otel.distro.settings import Settings
-from raptorflow_otel.exporters import otlp
+from raptorflow_otel.exporters import otlp, sentry_coexistence
 from raptorflow_otel.exporters.sentry_events import EventCommon
 from raptorflow_otel.exporters.sentry_exporter import SentryExporter
 from raptorflow_otel.processors.logged_exceptions import LoggedExceptions
@@ -255,6 +255,8 @@ def _install(settings: Settings, telemetry: Telemetry) -> None:
         logs.set_logger_provider(telemetry.logger_provider)
     if not settings.is_set("OTEL_PROPAGATORS"):
         _install_default_propagators(settings)
+    if telemetry.sentry_exporter is not None:
+        sentry_coexistence.install()
 
 
 def _install_default_propagators(settings: Settings) -> None:

@@ -1,37 +1,39 @@
 """Turn a formatted Python traceback back into Sentry's exception interface.
 
 OpenTelemetry records exceptions on spans as text only: the `exception.stacktrace` event
-attribute holds `"".join(traceback.format_exception(exc))`. Sentry wants structured data
+attribute contains `"".join(traceback.format_exception(exc))`. Sentry expects structured data
 (`exception.values[]` with `type`, `value`, `module` and `stacktrace.frames[]`), so this module
 parses that text.
 
 Contract of every exception dict returned here:
 
-* `type` (str) and `value` (str) are always present; `value` is at most 8 KB of UTF-8 and has
-  trailing empty lines removed, otherwise it is `str(exc)` as the traceback printed it
-  (exception notes included, since `traceback` prints them right after the message).
+* `type` (str) and `value` (str) are always present. `value` is `str(exc)` as the traceback
+  printed it, cut to 8 KB of UTF-8 and without trailing empty lines. It includes exception notes,
+  because `traceback` prints them right after the message.
 * `module` is the dotted module of the exception class, or None when the traceback did not print
   one (`traceback` omits `builtins` and `__main__`).
-* `stacktrace` is present only when there is at least one frame (Sentry rejects an empty frame
-  list). Frames are ordered oldest call first, so the last frame is where the exception was
-  raised, which is the order Sentry expects and the order `traceback` prints.
+* `stacktrace` is present only when there is at least one frame, because Sentry's normalizer
+  (sentry-relay 0.10) reports an empty frame list as invalid data.
+* Frames are ordered oldest call first, so the last frame is where the exception was raised.
+  This is the order Sentry expects and the order `traceback` prints.
 
 Each frame has `filename`, `abs_path`, `function` and `in_app`, plus `module`, `lineno` and
 `context_line` when known. Rules:
 
 * `filename` is the path after the last `site-packages/` or `dist-packages/`, else relative to
   the standard library directory, else relative to `project_root`, else the path as printed.
-* `module` is derived from that relative path (`sqlalchemy/engine/base.py` ->
-  `sqlalchemy.engine.base`; `pkg/__init__.py` -> `pkg`; `<frozen importlib._bootstrap>` ->
-  `importlib._bootstrap`). It is omitted for paths outside those roots and for names that are
+* `module` is derived from that relative path: `sqlalchemy/engine/base.py` gives
+  `sqlalchemy.engine.base`, `pkg/__init__.py` gives `pkg`, and `<frozen importlib._bootstrap>`
+  gives `importlib._bootstrap`. It is omitted for paths outside those roots and for names that are
   not importable (`<string>`, directories with dashes).
 * `in_app` is True unless the frame is library code: under site-packages/dist-packages, under the
   standard library of this interpreter (`sys.prefix` and `sys.base_prefix`), or `<frozen ...>`.
   Module prefixes in `in_app_include` force True and win over `in_app_exclude`, which forces
-  False; both match the module itself or its submodules.
+  False. A prefix matches the module itself and its submodules.
 
-Parsing never raises. Input that does not look like a traceback yields one frame-less exception
-of type "Error" whose value is the raw text (truncated to 8 KB).
+Input that does not look like a traceback yields one frame-less exception of type "Error" whose
+value is the raw text, truncated to 8 KB. Unexpected exceptions go through the project's
+internal-error guard, which logs them and returns the same fallback instead of raising.
 """
 
 from __future__ import annotations
@@ -43,34 +45,37 @@ import sys
 import sysconfig
 from collections.abc import Iterable
 
+from raptorflow_otel.processors.guard import guarded
+
 __all__ = ["parse_exception_chain", "parse_python_traceback"]
 
 _logger = logging.getLogger(__name__)
 
 MAX_VALUE_BYTES = 8192
 FALLBACK_TYPE = "Error"
-TRUNCATED_VALUE = "(traceback text ends before the exception line; probably truncated)"
+TRUNCATED_VALUE = "(the traceback text ends before the exception line, so it was probably truncated)"
 
 _HEADER = "Traceback (most recent call last):"
-# `traceback` separates the exceptions of a chain with a blank line, one of these sentences and
-# another blank line; the cause (or context) is printed first.
+# `traceback` puts one of these sentences between two blank lines to separate the exceptions of
+# a chain. The cause (or context) is printed first.
 _CHAIN_SEPARATORS = frozenset(
     {
         "The above exception was the direct cause of the following exception:",
         "During handling of the above exception, another exception occurred:",
     }
 )
-# Frame lines are indented by exactly two spaces; source lines by four, so source text that
-# happens to start with `File "` can never be taken for a frame. The path is matched greedily so
-# a path containing `", line ` still parses.
+# Frame lines are indented by exactly two spaces and source lines by four, so source text that
+# starts with `File "` is never taken for a frame. The greedy path also accepts `", line ` in paths.
 _FRAME_RE = re.compile(r'  File "(?P<path>.*)", line (?P<lineno>\d+|None|\?), in (?P<function>.*)')
-# An exception group prints its own part with `| ` after an indent; with a traceback it starts
-# with `+ Exception Group Traceback (most recent call last):` at the same indent.
-_GROUP_HEADER_RE = re.compile(r"(?P<indent> *)\+ Exception Group Traceback \(most recent call last\):\s*")
+# An exception group prints its own lines with `| ` after an indent. When the group has a
+# traceback, its first line is `+ Exception Group Traceback (most recent call last):` at that indent.
+_GROUP_HEADER_RE = re.compile(
+    r"(?P<indent> *)\+ Exception Group Traceback \(most recent call last\):\s*"
+)
 _GROUP_LINE_RE = re.compile(r"(?P<indent> *)\|(?: |$)")
 # Python 3.11+ marks the failing expression under the source line with `^` and `~`.
 _MARKER_RE = re.compile(r"\s*[\^~]+\s*")
-# `[Previous line repeated 994 more times]` after recursive frames; nothing to expand it into.
+# `[Previous line repeated 994 more times]` follows recursive frames. The repeats are not expanded.
 _REPEATED_RE = re.compile(r"\s*\[Previous line repeated \d+ more times?\]\s*")
 # The exception line: a dotted class path (qualnames of local classes contain `<locals>`),
 # optionally followed by `: ` and the first line of the message.
@@ -84,12 +89,15 @@ _LIBRARY_DIR_MARKERS = ("/site-packages/", "/dist-packages/")
 _logged_kinds: set[str] = set()
 
 
-def _log_once(kind: str, level: int, message: str) -> None:
-    """Log only the first problem of each kind: this runs for every exported exception."""
+def _log_once(kind: str, message: str) -> None:
+    """Log `message` at debug level for the first problem of `kind` only.
+
+    Parsing runs for every exported exception, so repeats would flood the log.
+    """
     if kind in _logged_kinds:
         return
     _logged_kinds.add(kind)
-    _logger.log(level, message, exc_info=level >= logging.WARNING)
+    _logger.debug(message)
 
 
 def _normalise_dir(path: str) -> str:
@@ -97,12 +105,12 @@ def _normalise_dir(path: str) -> str:
 
 
 def _stdlib_dirs() -> tuple[str, ...]:
-    """Standard library directories of this interpreter, venv or not, as `/`-separated paths."""
+    """Return the standard library directories of this interpreter (venv or not), `/`-separated."""
     candidates: set[str] = set()
     try:
         paths = sysconfig.get_paths()
         candidates.update(paths[key] for key in ("stdlib", "platstdlib") if paths.get(key))
-    except Exception:  # noqa: BLE001 - unusual builds may lack a scheme; prefixes below suffice
+    except Exception:  # noqa: BLE001 - the prefix-based candidates below cover the usual layouts
         pass
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
@@ -128,7 +136,7 @@ def _relative_to(path: str, root: str) -> str | None:
 
 
 def _module_from_relative(relative: str) -> str | None:
-    """`sqlalchemy/engine/base.py` -> `sqlalchemy.engine.base`; None if not importable."""
+    """Convert `sqlalchemy/engine/base.py` to `sqlalchemy.engine.base`, or None if not importable."""
     parts = relative.split("/")
     name = parts.pop()
     for suffix in _SOURCE_SUFFIXES:
@@ -148,7 +156,7 @@ def _classify_path(path: str, project_root: str | None) -> tuple[str, str | None
     """Return (filename, module, is_library_code) for a path printed in a traceback."""
     if path.startswith("<") and path.endswith(">"):
         if path.startswith("<frozen ") and len(path) > len("<frozen >"):
-            # Frozen modules are part of the interpreter; their name is the module name.
+            # Frozen modules are part of the interpreter, and their name is the module name.
             name = path[len("<frozen ") : -1].strip()
             dotted_ok = all(part.isidentifier() for part in name.split("."))
             return path, name if dotted_ok else None, True
@@ -164,6 +172,7 @@ def _classify_path(path: str, project_root: str | None) -> tuple[str, str | None
         if relative is not None:
             return relative, _module_from_relative(relative), True
     if project_root:
+        # NOTE: the module is the path relative to project_root, so a src layout gives `src.pkg.mod`.
         relative = _relative_to(normalised, _normalise_dir(project_root))
         if relative is not None:
             return relative, _module_from_relative(relative), False
@@ -219,11 +228,11 @@ def _truncate(text: str, limit: int = MAX_VALUE_BYTES) -> str:
 
 
 def _split_exception_path(path: str) -> tuple[str, str | None]:
-    """`sqlalchemy.exc.OperationalError` -> (`OperationalError`, `sqlalchemy.exc`).
+    """Split `sqlalchemy.exc.OperationalError` into (`OperationalError`, `sqlalchemy.exc`).
 
     For classes defined inside a function (`pkg.mod.func.<locals>.Error`) the module is what
-    precedes the function name. Nested classes (`mod.Outer.Inner`) cannot be told apart from
-    modules and yield `mod.Outer`.
+    precedes the function name. Nested classes (`mod.Outer.Inner`) look the same as
+    modules in the text and yield `mod.Outer`.
     """
     parts = path.split(".")
     if "<locals>" in parts:
@@ -257,7 +266,7 @@ def _unwrap_group(lines: list[str]) -> list[str]:
 
 
 def _parse_section(lines: list[str], options: _Options) -> dict | None:
-    """Parse one exception of a chain; None when the lines are not a traceback."""
+    """Parse one exception of a chain, or return None when the lines are not a traceback."""
     while lines and not lines[0].strip():
         lines = lines[1:]
     while lines and not lines[-1].strip():
@@ -296,8 +305,8 @@ def _parse_section(lines: list[str], options: _Options) -> dict | None:
                 and not _MARKER_RE.fullmatch(line)
                 and not _REPEATED_RE.fullmatch(line)
             ):
-                # The first source line is the one at `lineno`; Python 3.13 may print further
-                # lines of a multi-line expression, which are skipped like the markers.
+                # The first source line is the one at `lineno`. Python 3.13 also prints the other
+                # lines of a multi-line expression, and those are skipped like the markers.
                 current["context_line"] = line.strip()
         else:
             break
@@ -324,7 +333,10 @@ def _parse_section(lines: list[str], options: _Options) -> dict | None:
 
 
 def _split_chain(lines: list[str]) -> list[list[str]]:
-    """Split at the chain separators, each of which sits between two blank lines."""
+    """Split the lines at the chain separators, each of which is between two blank lines.
+
+    NOTE: an exception message that contains a separator between blank lines is split there too.
+    """
     sections: list[list[str]] = []
     start = 0
     index = 1
@@ -355,6 +367,19 @@ def _as_text(text: object) -> str:
     return "" if text is None else str(text)
 
 
+def _parse_chain(raw: str, include: object, exclude: object, project_root: object) -> list[dict]:
+    options = _Options(include, exclude, project_root)
+    lines = _ANSI_RE.sub("", raw).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    parsed = [_parse_section(section, options) for section in _split_chain(lines)]
+    if not parsed or parsed[-1] is None:
+        if raw.strip():
+            _log_once("unparsed", "exception text is not a Python traceback, so it is sent raw")
+        return [_fallback(raw)]
+    if any(item is None for item in parsed):
+        _log_once("partial", "skipped the parts of a traceback chain that are not Python tracebacks")
+    return [item for item in parsed if item is not None]
+
+
 def parse_exception_chain(
     text: str,
     in_app_include: Iterable[str] = (),
@@ -363,31 +388,18 @@ def parse_exception_chain(
 ) -> list[dict]:
     """Parse `traceback.format_exception` output into Sentry `exception.values`, oldest first.
 
-    For `raise B from A` (or B raised while handling A) this returns `[A, B]`: the cause or
-    context first and the exception actually raised last, matching both the printed order and
-    what Sentry expects. Exceptions of the chain that cannot be parsed are left out; if the last
-    one cannot be parsed, the whole text becomes a single fallback exception. Never raises and
-    never returns an empty list.
+    For `raise B from A` (or B raised while handling A) the result is `[A, B]`. This is both the
+    printed order and the order Sentry expects. Exceptions of the chain that cannot be parsed are
+    left out, and if the last one cannot be parsed the whole text becomes one fallback exception.
+    The result is never empty. Internal errors are logged by the guard and also give the fallback.
     """
-    raw = ""
-    try:
-        raw = _as_text(text)
-        lines = _ANSI_RE.sub("", raw).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        options = _Options(in_app_include, in_app_exclude, project_root)
-        parsed = [_parse_section(section, options) for section in _split_chain(lines)]
-        if not parsed or parsed[-1] is None:
-            if raw.strip():
-                _log_once("unparsed", logging.DEBUG, "exception text is not a Python traceback")
-            return [_fallback(raw)]
-        if any(item is None for item in parsed):
-            _log_once("partial", logging.DEBUG, "skipped unparseable parts of a traceback chain")
-        return [item for item in parsed if item is not None]
-    except Exception:  # noqa: BLE001 - exporting must never fail because of a parser bug
-        _log_once("crash", logging.WARNING, "traceback parsing failed; sending raw text")
-        try:
-            return [_fallback(raw)]
-        except Exception:  # noqa: BLE001
-            return [{"type": FALLBACK_TYPE, "value": "", "module": None}]
+    raw = guarded(_as_text, text, what="traceback text conversion")
+    if raw is None:
+        return [_fallback("")]
+    values = guarded(
+        _parse_chain, raw, in_app_include, in_app_exclude, project_root, what="traceback parsing"
+    )
+    return values if values else [_fallback(raw)]
 
 
 def parse_python_traceback(
@@ -398,6 +410,6 @@ def parse_python_traceback(
 ) -> dict:
     """Parse a formatted traceback and return the exception actually raised (the last one).
 
-    See the module docstring for the shape of the result. Never raises.
+    See the module docstring for the shape of the result and `parse_exception_chain` for errors.
     """
     return parse_exception_chain(text, in_app_include, in_app_exclude, project_root)[-1]

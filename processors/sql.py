@@ -25,45 +25,40 @@ import re
 
 __all__ = ["sanitize_sql"]
 
-# One alternation scanned left to right in C. Only tokens that need a decision match, so plain
-# words and markers cost no Python call; identifiers with digits are protected by the lookbehind
-# on the number branch instead of being matched themselves.
+# Every token starts with one of the characters of the leading class, which lets the regex
+# engine skip to candidates in C; the lookbehinds then say which token the candidate starts.
+# Only real tokens come back as matches. A digit or dot glued to a name or a marker (`table1`,
+# `col_2`, `:1`, `?1`, `$1`, `t.c3`) is rejected by the first branch's lookbehind.
+_DIGITS_REST = r"(?:(?<=0)[xX][0-9A-Fa-f]+|(?<=0)[bB][01]+|(?<=[0-9])\d*(?:\.\d*)?(?:[eE][+-]?\d+)?|(?<=\.)\d+(?:[eE][+-]?\d+)?)"
+_NUMBER = r"(?:0[xX][0-9A-Fa-f]+|0[bB][01]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
 _TOKEN = re.compile(
     r"""
-      (?P<line_comment>--[^\n]*)
-    | (?P<block_comment>/\*.*?\*/)
-    | (?P<identifier>"(?:[^"]|"")*"|`(?:[^`]|``)*`)
-    | (?P<string>(?:(?<![\w$@#])(?:[NnEeXxBb]|[Uu]&))?'(?:[^'\\]|\\.|'')*(?:'|\Z))
-    | (?P<dollar>(?<![\w$])\$(?P<tag>[A-Za-z_]\w*|)\$.*?(?:\$(?P=tag)\$|\Z))
-    | (?P<number>
-          (?P<minus>-\s*)?
-          (?<![\w$@#:?.])
-          (?:0[xX][0-9A-Fa-f]+|0[bB][01]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
-          (?![\w$])
-      )
+    [-/"`'$0-9.]
+    (?:
+        (?<=[0-9.])(?<![\w$@#:?.][0-9.])""" + _DIGITS_REST + r"""(?![\w$])     # number
+      | (?<=-)(?:-[^\n]*|\s*""" + _NUMBER + r"""(?![\w$]))                    # -- comment, -number
+      | (?<=/)\*.*?\*/                                                          # /* comment */
+      | (?<=")(?:[^"]|"")*"                                                     # "identifier"
+      | (?<=`)(?:[^`]|``)*`                                                     # `identifier`
+      | (?<=')(?:[^'\\]|\\.|'')*(?:'|\Z)                                        # 'string'
+      | (?<=\$)(?<![\w$]\$)(?P<tag>[A-Za-z_]\w*|)\$.*?(?:\$(?P=tag)\$|\Z)          # $tag$ string $tag$
+    )
     """,
     re.VERBOSE | re.DOTALL,
 )
 
-# After literals are gone: an IN list made only of `?` markers.
-_IN_LIST = re.compile(r"\b(IN)\s*\(\s*\?(?:\s*,\s*\?)+\s*\)", re.IGNORECASE)
+# After literals are gone: a parenthesized list of two or more `?` markers. It starts with its
+# parenthesis so the regex engine skips ahead in C; `_collapse_in_list` checks the IN before it.
+_MARKER_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
+
+_STRING_PREFIXES = frozenset("NnEeXxBb")
 
 # A minus right after one of these ends a value, so it is a binary operator (`a - 1`), not a sign.
 _VALUE_END = frozenset("_)]?'\"`$")
 
 
-def _replace(match: re.Match[str]) -> str:
-    kind = match.lastgroup
-    if kind in ("string", "dollar"):
-        return "?"
-    if kind == "number":
-        minus = match.group("minus")
-        if minus and _follows_value(match.string, match.start()):
-            return minus + "?"
-        return "?"
-    # Comments and quoted identifiers are kept verbatim; they only match so their insides are
-    # not mistaken for literals.
-    return match.group(0)
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char in "_$@#"
 
 
 def _follows_value(text: str, position: int) -> bool:
@@ -77,11 +72,54 @@ def _follows_value(text: str, position: int) -> bool:
     return char.isalnum() or char in _VALUE_END
 
 
+def _collapse_in_list(match: re.Match[str]) -> str:
+    before = match.string[max(0, match.start() - 64) : match.start()].rstrip()
+    if before[-2:].upper() == "IN" and not (len(before) > 2 and _is_word_char(before[-3])):
+        return "(?)"
+    return match.group(0)  # VALUES (?, ?), a function's arguments: not an IN list
+
+
+def _string_prefix_length(text: str, quote: int, floor: int) -> int:
+    """Length of a prefix such as N, E, X, B or U& glued to the string starting at ``quote``."""
+    if quote - 1 >= floor and text[quote - 1] in _STRING_PREFIXES:
+        length = 1
+    elif quote - 2 >= floor and text[quote - 2 : quote] in ("U&", "u&"):
+        length = 2
+    else:
+        return 0
+    before = quote - length - 1
+    return 0 if before >= 0 and _is_word_char(text[before]) else length
+
+
 def sanitize_sql(statement: str) -> str:
     """Return ``statement`` with inline literals replaced by ``?`` (see the module docstring)."""
     if not statement:
         return statement
-    sanitized = _TOKEN.sub(_replace, statement)
+    parts: list[str] = []
+    copied = 0  # statement[:copied] is already in parts
+    for match in _TOKEN.finditer(statement):
+        token = match.group(0)
+        start = match.start()
+        first = token[0]
+        if first in "\"`" or token[:2] in ("--", "/*"):
+            continue  # quoted identifiers and comments stay as written
+        if first == "'":
+            start -= _string_prefix_length(statement, start, copied)
+            replacement = "?"
+        elif first == "-":
+            number = token[1:].lstrip()
+            minus = token[: len(token) - len(number)]
+            replacement = minus + "?" if _follows_value(statement, start) else "?"
+        else:
+            replacement = "?"
+        parts.append(statement[copied:start])
+        parts.append(replacement)
+        copied = match.end()
+    if copied:
+        parts.append(statement[copied:])
+        sanitized = "".join(parts)
+    else:
+        sanitized = statement
     if "?" in sanitized:
-        sanitized = _IN_LIST.sub(r"\1 (?)", sanitized)
+        sanitized = _MARKER_LIST.sub(_collapse_in_list, sanitized)
     return sanitized

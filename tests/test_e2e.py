@@ -270,3 +270,18 @@ def test_bad_setting_warns_once_and_app_starts(tmp_path):
             log = app.log()
     assert log.count("SENTRY_TRACES_SAMPLE_RATE") == 1
     assert "Invalid SENTRY_TRACES_SAMPLE_RATE='lots': expected a number from 0 to 1. Using 1.0 instead." in log
+
+
+def test_app_with_own_sentry_init_not_duplicated(tmp_path):
+    with SentryReceiver() as sentry:
+        env = {"SENTRY_DSN": sentry.dsn, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+        with run_shop(env, tmp_path, app="shop_with_sentry_sdk:app") as app:
+            assert app.get("/products/1").status_code == 200
+            assert app.get("/boom").status_code == 500
+            wait_for(lambda: len(sentry.transactions()) >= 3 and sentry.errors())
+            app.stop()
+        names = [t["transaction"] for t in sentry.transactions() if t["transaction"] != "GET /health"]
+        errors = sentry.errors()
+    assert sorted(names) == ["GET /boom", "GET /products/{product_id}"]
+    assert len(errors) == 1
+    assert errors[0]["sdk"]["name"] == "raptorflow-otel"

@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from raptorflow_otel.exporters import sentry_frames
 from raptorflow_otel.exporters.sentry_frames import (
     FALLBACK_TYPE,
     MAX_VALUE_BYTES,
@@ -25,6 +26,7 @@ from raptorflow_otel.exporters.sentry_frames import (
     parse_exception_chain,
     parse_python_traceback,
 )
+from raptorflow_otel.processors import guard
 
 THIS_FILE = os.path.abspath(__file__)
 PROJECT_ROOT = os.path.dirname(os.path.dirname(THIS_FILE))
@@ -114,6 +116,19 @@ def _sqlalchemy_missing_table() -> None:
         engine.dispose()
 
 
+def _multiline_call() -> None:
+    _next_line("multiline")
+    _level_two_args(
+        "first",
+        "second",
+    )
+
+
+def _level_two_args(*args: str) -> None:
+    _next_line("multiline_raise")
+    raise ValueError(", ".join(args))
+
+
 def _json_error() -> None:
     _next_line("json")
     json.loads("{not json")
@@ -157,7 +172,7 @@ def _assert_relay_accepts(values: list[dict]) -> None:
 # --- nested frames ---------------------------------------------------------------------------
 
 
-def test_nested_functions_frames_are_oldest_first_with_real_line_numbers():
+def test_nested_frames_order_and_lines():
     exc = _capture(_level_one)
     result = parse_python_traceback(_format(exc), project_root=PROJECT_ROOT)
 
@@ -177,14 +192,14 @@ def test_nested_functions_frames_are_oldest_first_with_real_line_numbers():
     _assert_relay_accepts([result])
 
 
-def test_without_project_root_filename_is_the_path_and_module_is_unknown():
+def test_frames_without_project_root():
     frames = _frames(parse_python_traceback(_format(_capture(_level_one))))
     assert frames[-1]["filename"] == THIS_FILE
     assert "module" not in frames[-1]
     assert frames[-1]["in_app"] is True
 
 
-def test_caret_lines_never_become_frames_or_context_lines():
+def test_caret_lines_are_skipped():
     text = _format(_capture(_subscript_missing))
     frames = _frames(parse_python_traceback(text, project_root=PROJECT_ROOT))
 
@@ -197,28 +212,39 @@ def test_caret_lines_never_become_frames_or_context_lines():
         assert set(frame["context_line"]) - {"^", "~", " "}
 
 
-def test_in_app_include_and_exclude_use_module_prefixes():
+def test_multiline_call_uses_first_line():
+    # Python 3.13 prints every line of a multi-line call, while 3.11 and 3.12 print markers.
+    text = _format(_capture(_multiline_call))
+    frames = _frames(parse_python_traceback(text))
+
+    assert [f["function"] for f in frames] == ["_capture", "_multiline_call", "_level_two_args"]
+    assert frames[1]["lineno"] == LINES["multiline"]
+    assert frames[1]["context_line"] == "_level_two_args("
+    assert frames[2]["lineno"] == LINES["multiline_raise"]
+
+
+def test_in_app_include_exclude_prefixes():
     text = _format(_capture(_level_one))
     excluded = _frames(parse_python_traceback(text, in_app_exclude=("tests",), project_root=PROJECT_ROOT))
-    assert all(f["in_app"] is False for f in excluded)
-    # Include wins over exclude; a bare string is one prefix, not a set of letters.
+    assert [f["in_app"] for f in excluded] == [False] * len(excluded)
+    # Include wins over exclude. A bare string is one prefix, not a set of letters.
     both = _frames(
         parse_python_traceback(
             text, in_app_include=THIS_MODULE, in_app_exclude=["tests"], project_root=PROJECT_ROOT
         )
     )
-    assert all(f["in_app"] is True for f in both)
+    assert [f["in_app"] for f in both] == [True] * len(both)
     # A prefix must end at a dot: `tests.test_sentry` does not cover `tests.test_sentry_frames`.
     partial = _frames(
         parse_python_traceback(text, in_app_exclude=("tests.test_sentry",), project_root=PROJECT_ROOT)
     )
-    assert all(f["in_app"] is True for f in partial)
+    assert [f["in_app"] for f in partial] == [True] * len(partial)
 
 
 # --- chains ----------------------------------------------------------------------------------
 
 
-def test_explicit_chain_lists_the_cause_first():
+def test_explicit_chain_cause_first():
     exc = _capture(_raise_from)
     text = _format(exc)
     assert "The above exception was the direct cause" in text
@@ -248,12 +274,15 @@ def test_implicit_chain_during_handling():
     _assert_relay_accepts(chain)
 
 
-def test_cause_without_traceback_has_no_stacktrace():
+def test_cause_without_traceback():
     def raise_unraised_cause() -> None:
         raise RuntimeError("outer") from ValueError("never raised")
 
     chain = parse_exception_chain(_format(_capture(raise_unraised_cause)))
-    assert [(e["type"], e["value"]) for e in chain] == [("ValueError", "never raised"), ("RuntimeError", "outer")]
+    assert [(e["type"], e["value"]) for e in chain] == [
+        ("ValueError", "never raised"),
+        ("RuntimeError", "outer"),
+    ]
     assert "stacktrace" not in chain[0]
     _assert_relay_accepts(chain)
 
@@ -261,7 +290,7 @@ def test_cause_without_traceback_has_no_stacktrace():
 # --- library code ----------------------------------------------------------------------------
 
 
-def test_sqlalchemy_error_has_module_multiline_value_and_library_frames():
+def test_sqlalchemy_error_chain():
     exc = _capture(_sqlalchemy_missing_table)
     text = _format(exc)
     chain = parse_exception_chain(text, project_root=PROJECT_ROOT)
@@ -281,7 +310,7 @@ def test_sqlalchemy_error_has_module_multiline_value_and_library_frames():
     assert frames[0]["function"] == "_capture"
     app_frames = [f for f in frames if f["abs_path"] == THIS_FILE]
     assert [f["lineno"] for f in app_frames] == [LINES["capture"], LINES["sql"]]
-    assert all(f["in_app"] for f in app_frames)
+    assert [f["in_app"] for f in app_frames] == [True, True]
 
     library = [f for f in frames if "site-packages" in f["abs_path"]]
     assert library, "SQLAlchemy should be installed under site-packages"
@@ -296,7 +325,8 @@ def test_sqlalchemy_error_has_module_multiline_value_and_library_frames():
 
     forced = _frames(parse_python_traceback(text, in_app_include=("sqlalchemy.engine",)))
     engine_frames = [f for f in forced if f.get("module", "").startswith("sqlalchemy.engine.")]
-    assert engine_frames and all(f["in_app"] for f in engine_frames)
+    assert engine_frames
+    assert [f["in_app"] for f in engine_frames] == [True] * len(engine_frames)
     _assert_relay_accepts(chain)
 
 
@@ -307,7 +337,8 @@ def test_stdlib_frames_are_not_in_app():
     assert result["type"] == "JSONDecodeError"
     assert result["module"] == "json.decoder"
     frames = _frames(result)
-    assert frames[1]["lineno"] == LINES["json"] and frames[1]["in_app"] is True
+    assert frames[1]["lineno"] == LINES["json"]
+    assert frames[1]["in_app"] is True
     stdlib = frames[2:]
     assert stdlib
     for frame in stdlib:
@@ -331,7 +362,7 @@ def test_key_error_without_message():
     _assert_relay_accepts([result])
 
 
-def test_local_exception_class_type_and_module():
+def test_local_exception_class():
     exc = _capture(_local_class)
     result = parse_python_traceback(_format(exc))
     assert result["type"] == "LocalError"
@@ -341,7 +372,7 @@ def test_local_exception_class_type_and_module():
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is built in from Python 3.11")
-def test_exception_group_reports_the_group_itself():
+def test_exception_group_reports_group():
     def raise_group() -> None:
         _next_line("group")
         raise ExceptionGroup(  # noqa: F821 - builtin from 3.11
@@ -360,12 +391,13 @@ def test_exception_group_reports_the_group_itself():
     assert group["value"] == str(exc) == "several failures (3 sub-exceptions)"
     frames = _frames(group)
     assert [f["lineno"] for f in frames] == [LINES["capture"], LINES["group"]]
-    assert all(f["function"] != "" and f["module"] == THIS_MODULE for f in frames)
+    assert [f["function"] for f in frames] == ["_capture", "raise_group"]
+    assert {f["module"] for f in frames} == {THIS_MODULE}
     _assert_relay_accepts(chain)
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is built in from Python 3.11")
-def test_exception_group_as_cause_in_a_chain():
+def test_exception_group_as_cause():
     def raise_from_group() -> None:
         try:
             raise ExceptionGroup("inner group", [ValueError("v")])  # noqa: F821
@@ -382,7 +414,7 @@ def test_exception_group_as_cause_in_a_chain():
     _assert_relay_accepts(chain)
 
 
-def test_string_frames_module_and_lambda_functions():
+def test_string_and_lambda_frames():
     result = parse_python_traceback(_format(_capture(_eval_lambda)), project_root=PROJECT_ROOT)
     assert result["type"] == "ZeroDivisionError"
     frames = _frames(result)
@@ -392,26 +424,28 @@ def test_string_frames_module_and_lambda_functions():
         assert frame["filename"] == frame["abs_path"] == "<string>"
         assert frame["lineno"] == 1
         assert frame["in_app"] is True
-        assert "module" not in frame and "context_line" not in frame
+        assert "module" not in frame
+        assert "context_line" not in frame
     _assert_relay_accepts([result])
 
 
-def test_repeated_recursion_marker_is_not_a_frame():
+def test_recursion_repeat_marker_skipped():
     text = _format(_capture(_recurse, 30))
     assert "[Previous line repeated" in text
     frames = _frames(parse_python_traceback(text))
     assert len(frames) == text.count('\n  File "')
     assert frames[-1]["lineno"] == LINES["recurse_raise"]
     assert {f["lineno"] for f in frames[1:-1]} == {LINES["recurse_call"]}
-    assert all(f["context_line"] == _source(f["lineno"]) for f in frames)
+    for frame in frames:
+        assert frame["context_line"] == _source(frame["lineno"])
 
 
-def test_syntax_error_location_is_not_a_frame():
+def test_syntax_error_location_skipped():
     text = _format(_capture(_syntax_error))
     result = parse_python_traceback(text)
     assert result["type"] == "SyntaxError"
     frames = _frames(result)
-    assert all(f["abs_path"] != "<input>" for f in frames)
+    assert "<input>" not in {f["abs_path"] for f in frames}
     assert frames[-1]["lineno"] == LINES["compile"]
     assert frames[-1]["context_line"] == 'compile("x = (", "<input>", "exec")'
 
@@ -423,7 +457,7 @@ def test_syntax_error_location_is_not_a_frame():
     "text",
     ["", "   \n", "hello world", "not a traceback\nat all: really", "    indented garbage\n\tmore"],
 )
-def test_garbage_becomes_a_frameless_error(text):
+def test_garbage_gives_fallback_error(text):
     result = parse_python_traceback(text)
     assert result == {"type": FALLBACK_TYPE, "value": text, "module": None}
     assert parse_exception_chain(text) == [result]
@@ -431,12 +465,13 @@ def test_garbage_becomes_a_frameless_error(text):
 
 
 @pytest.mark.parametrize("value", [None, b"bytes: not text\n\x00", 12345, object()])
-def test_non_string_input_never_raises(value):
+def test_non_string_input(value):
     result = parse_python_traceback(value)  # type: ignore[arg-type]
-    assert isinstance(result["type"], str) and isinstance(result["value"], str)
+    assert isinstance(result["type"], str)
+    assert isinstance(result["value"], str)
 
 
-def test_huge_garbage_is_truncated_to_8_kb():
+def test_huge_garbage_truncated():
     text = "é garbage line without structure " * 2000
     result = parse_python_traceback(text)
     assert result["type"] == FALLBACK_TYPE
@@ -444,7 +479,7 @@ def test_huge_garbage_is_truncated_to_8_kb():
     assert text.startswith(result["value"])
 
 
-def test_text_cut_inside_the_frames_keeps_the_frames():
+def test_truncated_traceback_keeps_frames():
     # OTel attribute length limits can cut `exception.stacktrace` before the exception line.
     text = _format(_capture(_level_one))
     cut = text[: text.index("  File", text.index("_level_one")) + 5]
@@ -455,13 +490,27 @@ def test_text_cut_inside_the_frames_keeps_the_frames():
     _assert_relay_accepts([result])
 
 
-def test_windows_line_endings_and_colour_codes_are_tolerated():
+def test_crlf_and_ansi_colours():
     text = _format(_capture(_level_one))
     coloured = text.replace("ValueError", "\x1b[1;35mValueError\x1b[0m").replace("\n", "\r\n")
     assert parse_python_traceback(coloured) == parse_python_traceback(text)
 
 
-def test_unparseable_part_of_a_chain_is_dropped():
+def test_parser_bug_gives_fallback(monkeypatch):
+    # The conftest makes the guard raise, and this test checks the production behaviour instead.
+    monkeypatch.setattr(guard, "RAISE_INTERNAL_ERRORS", False)
+
+    def broken_section_parser(lines, options):
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr(sentry_frames, "_parse_section", broken_section_parser)
+    text = _format(_capture(_level_one))
+    before = guard.failure_counts().get("traceback parsing", 0)
+    assert parse_exception_chain(text) == [{"type": FALLBACK_TYPE, "value": text, "module": None}]
+    assert guard.failure_counts()["traceback parsing"] == before + 1
+
+
+def test_unparseable_chain_part_dropped():
     text = _format(_capture(_raise_from))
     first_separator = text.index("\nThe above exception")
     mangled = "garbage that is not a traceback\n" + text[first_separator:]
