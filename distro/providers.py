@@ -6,7 +6,7 @@ What gets built:
   or ``SENTRY_SPOTLIGHT`` is set), to OTLP and to the console (per ``OTEL_TRACES_EXPORTER``);
 - metrics: a periodic reader per ``OTEL_METRICS_EXPORTER``;
 - logs: a logger provider whenever spans go to Sentry, because FastAPI's native telemetry reports
-  unhandled exceptions as log records, plus an OTLP log exporter when ``OTEL_LOGS_EXPORTER`` asks.
+  unhandled exceptions as log records, plus an OTLP log exporter when ``OTEL_LOGS_EXPORTER`` names one.
 
 A signal with no destination gets no provider, so it costs the app nothing. With no destination
 at all, one warning says so and the app runs uninstrumented.
@@ -55,7 +55,7 @@ NOT_EXPORTED_MESSAGE = (
 
 @dataclass
 class Telemetry:
-    """What `configure_telemetry` built; tests and the health report read it."""
+    """The providers and exporters `configure_telemetry` built, for shutdown, tests and health."""
 
     settings: Settings
     resource: Resource
@@ -80,7 +80,7 @@ def package_version() -> str:
 
 
 def build_resource() -> Resource:
-    """The SDK's resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES`` win) plus the process."""
+    """Build the SDK's resource plus process attributes; ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` win."""
     own = Resource(
         {
             "service.instance.id": str(uuid.uuid4()),

@@ -54,5 +54,5 @@ class RecordLocalRootsSampler(Sampler):
 
 
 def ratio_sampler(rate: float) -> Sampler:
-    """The sampler `SENTRY_TRACES_SAMPLE_RATE` stands for: parent-based, trace-id ratio."""
+    """Build the sampler `SENTRY_TRACES_SAMPLE_RATE` configures: parent-based, trace-id ratio."""
     return ParentBased(TraceIdRatioBased(rate))

@@ -1,8 +1,9 @@
 """Client spans for SQLAlchemy statements, from class-level events on ``sqlalchemy.engine.Engine``.
 
-Why not the contrib ``opentelemetry-instrumentation-sqlalchemy``: it pins ``sqlalchemy<2.1``, it
-imports ``sqlalchemy.ext.asyncio`` (which needs greenlet, no longer a dependency of SQLAlchemy
-2.1), and it wraps ``create_engine`` so engines created before instrumentation are missed.
+Why not the contrib ``opentelemetry-instrumentation-sqlalchemy``: it declares ``sqlalchemy<2.1``.
+It wraps ``sqlalchemy.ext.asyncio.create_async_engine``, and importing that module raises
+ImportError without greenlet, which SQLAlchemy 2.1 no longer installs. It also wraps
+``create_engine``, so engines created before instrumentation are missed.
 Listening on the ``Engine`` class instead covers every engine, including the sync engine inside
 every ``AsyncEngine`` and engines that already exist, and needs nothing beyond ``sqlalchemy``.
 
@@ -18,6 +19,7 @@ logs the first one as a warning (later ones at DEBUG) and lets SQLAlchemy go on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -52,10 +54,8 @@ _logger = logging.getLogger(__name__)
 SCOPE_NAME = "raptorflow_otel.sqlalchemy"
 SEMCONV_MODES = ("old", "new", "dup")
 
-# Attribute set on the SQLAlchemy ExecutionContext (or on the Connection when an internal
-# execution has no context) holding the spans of statements under way. A list, because one
-# context runs several cursor executions in a row: insertmanyvalues batches, sequence and
-# default pre-executions, SQL Server's IDENTITY_INSERT and scope_identity() statements.
+# Attribute of the ExecutionContext (or of the Connection, when there is none) with the spans
+# under way. A list, because one context can run several cursor executions, e.g. insertmanyvalues.
 _SPANS_ATTRIBUTE = "_raptorflow_spans"
 
 # SQLAlchemy dialect name -> (old `db.system`, new `db.system.name`). Unknown dialects report
@@ -85,15 +85,25 @@ _OTHER_SQL = ("other_sql", "other_sql")
 # One whitespace character per repetition: `\s+` inside `*` would backtrack exponentially.
 _OPERATION = re.compile(r"(?:\s|--[^\n]*|/\*.*?\*/|\()*([A-Za-z]{2,30})\b", re.DOTALL)
 
-# Parentheses (to know the nesting depth) and the keywords that name a statement's table.
+# Parentheses (to know the nesting depth) and the keywords FROM, INTO, UPDATE and TABLE with the
+# name after them. The leading class lets the regex engine skip in C to the few characters that
+# can start a match. Lookbehinds then pick the keyword, at a word start, in any letter case.
 _NAME = r'(?:[A-Za-z_][\w$]*|"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\])'
 _TARGET = re.compile(
-    r"[()]|\b(FROM|INTO|UPDATE|TABLE)\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?(?:ONLY\s+)?"
-    r"(" + _NAME + r"(?:\." + _NAME + r")*)?(\()?",
-    re.IGNORECASE,
+    r"[()FfIiUuTt](?:(?<=[()])|(?<![\w$].)"
+    r"(?:(?<=[Ff])[Rr][Oo][Mm]|(?<=[Ii])[Nn][Tt][Oo]|(?<=[Uu])[Pp][Dd][Aa][Tt][Ee]"
+    r"|(?<=[Tt])[Aa][Bb][Ll][Ee])"
+    r"\s+(?:[Ii][Ff]\s+(?:[Nn][Oo][Tt]\s+)?[Ee][Xx][Ii][Ss][Tt][Ss]\s+)?(?:[Oo][Nn][Ll][Yy]\s+)?"
+    r"(?P<name>" + _NAME + r"(?:\." + _NAME + r")*)?(?P<call>\()?)"
 )
-# The table of an ORM query with many columns sits after a long select list; beyond this many
-# characters finding it is no longer cheap, and the span is named after the operation only.
+
+# Statements compiled by SQLAlchemy repeat, so their summary is cached. Long texts (bulk inserts,
+# generated reports) are summarized each time rather than held in memory.
+_SUMMARY_CACHE_SIZE = 512
+_SUMMARY_CACHE_MAX_LENGTH = 4096
+
+# The table of an ORM query with many columns comes after a long select list. A table further
+# than this many characters in is not looked for, so the span is named after the operation only.
 _TARGET_SCAN_LIMIT = 16384
 
 _lock = threading.Lock()
@@ -135,12 +145,12 @@ def instrument_sqlalchemy(tracer_provider: Any = None, semconv_mode: str | None 
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
     except ImportError:
-        _logger.debug("SQLAlchemy is not importable; no SQL spans.", exc_info=True)
+        _logger.debug("Importing SQLAlchemy failed, so SQL statements get no spans.", exc_info=True)
         return False
 
     with _lock:
         if _state is not None:
-            _logger.debug("SQLAlchemy spans are already on; keeping the first call's settings.")
+            _logger.debug("SQLAlchemy spans are already on, so this call's settings are ignored.")
             return True
         _state = _Instrumentation(tracer_provider, semconv_mode)
         added: list[tuple[str, Callable[..., Any]]] = []
@@ -149,7 +159,10 @@ def instrument_sqlalchemy(tracer_provider: Any = None, semconv_mode: str | None 
                 event.listen(Engine, name, listener)
                 added.append((name, listener))
         except Exception:
-            _logger.warning("Could not add the SQLAlchemy listeners; no SQL spans.", exc_info=True)
+            _logger.warning(
+                "Adding the SQLAlchemy listeners failed, so SQL statements get no spans.",
+                exc_info=True,
+            )
             for name, listener in added:
                 _remove_listener(event, Engine, name, listener)
             _state = None
@@ -169,6 +182,7 @@ def uninstrument_sqlalchemy() -> None:
         for name, listener in _LISTENERS:
             _remove_listener(event, Engine, name, listener)
         _state = None
+        _summarize_cached.cache_clear()
 
 
 def _remove_listener(event: Any, target: Any, name: str, listener: Callable[..., Any]) -> None:
@@ -176,7 +190,7 @@ def _remove_listener(event: Any, target: Any, name: str, listener: Callable[...,
         if event.contains(target, name, listener):
             event.remove(target, name, listener)
     except Exception:
-        _logger.warning("Could not remove the SQLAlchemy %s listener.", name, exc_info=True)
+        _logger.warning("Removing the SQLAlchemy %s listener failed.", name, exc_info=True)
 
 
 class _Instrumentation:
@@ -261,14 +275,30 @@ def _describe_statement(sanitized: str) -> tuple[str | None, str | None]:
         elif text == ")":
             depth = max(depth - 1, 0)
         elif depth == 0:
-            name, call = token.group(2), token.group(3)
-            if name is None or (call and token.group(1).upper() == "FROM"):
+            name, call = token.group("name"), token.group("call")
+            if name is None or (call and text[:4].upper() == "FROM"):
                 return operation, None
             return operation, name
-        elif token.group(3):
+        elif token.group("call"):
             # The keyword inside parentheses ended with the opening parenthesis of what follows.
             depth += 1
     return operation, None
+
+
+def _summarize(statement: str) -> tuple[str, str | None, str | None]:
+    """Return the sanitized text, the operation and the table of a statement."""
+    if len(statement) > _SUMMARY_CACHE_MAX_LENGTH:
+        return _summarize_uncached(statement)
+    return _summarize_cached(statement)
+
+
+def _summarize_uncached(statement: str) -> tuple[str, str | None, str | None]:
+    sanitized = sanitize_sql(statement)
+    operation, table = _describe_statement(sanitized)
+    return sanitized, operation, table
+
+
+_summarize_cached = functools.lru_cache(maxsize=_SUMMARY_CACHE_SIZE)(_summarize_uncached)
 
 
 def _qualified_name(error_type: type) -> str:
@@ -284,8 +314,8 @@ def _report_internal_error(where: str) -> None:
     if not _internal_error_logged:
         _internal_error_logged = True
         _logger.warning(
-            "raptorflow-otel: SQLAlchemy %s failed; the statement runs without its span "
-            "(later failures are logged at DEBUG).",
+            "raptorflow-otel: SQLAlchemy %s failed, so the statement runs without a complete "
+            "span. Later failures are logged at DEBUG.",
             where,
             exc_info=True,
         )
@@ -301,8 +331,7 @@ def _start_span(state: _Instrumentation, connection: Any, statement: str, contex
         setattr(holder, _SPANS_ATTRIBUTE, spans)
 
     shared, database = state.engine_attributes(connection)
-    sanitized = sanitize_sql(statement) if isinstance(statement, str) else ""
-    operation, table = _describe_statement(sanitized)
+    sanitized, operation, table = _summarize(statement if isinstance(statement, str) else "")
     if operation and table:
         span_name = f"{operation} {table}"
     else:
@@ -336,9 +365,9 @@ def _record_error(span: Any, exception_context: Any) -> None:
     attributes: dict[str, Any] = {}
     original = exception_context.original_exception
     if error is not original and original is not None:
-        # str() of SQLAlchemy's wrapper embeds the SQL text and the bound parameters, and the
-        # wrapper has no traceback yet (it is raised after this hook): describe it by the DBAPI
-        # error it wraps, as its first line would, and by that error's traceback.
+        # str() of SQLAlchemy's wrapper contains the SQL text and the bound parameters, and the
+        # wrapper has no traceback yet because it is raised after this hook. So the event gets
+        # the wrapped DBAPI error's message (as the wrapper's first line shows it) and traceback.
         attributes["exception.message"] = f"({_qualified_name(type(original))}) {original}"
         attributes["exception.stacktrace"] = "".join(traceback.format_exception(original))
     span.record_exception(error, attributes=attributes, escaped=True)
@@ -374,6 +403,8 @@ def _after_cursor_execute(
         _report_internal_error("span end")
 
 
+# NOTE: with the execution option skip_user_error_events, SQLAlchemy calls no handle_error
+# listener, so the span of a failing statement is never ended and never exported.
 def _handle_error(exception_context: Any) -> None:
     try:
         context = exception_context.execution_context

@@ -29,7 +29,7 @@ def protocol(settings: Settings, signal: str) -> str:
 
 
 def signal_endpoint(settings: Settings, signal: str) -> str | None:
-    """The URL to export ``signal`` to, per the OTLP exporter specification.
+    """Return the URL to export ``signal`` to, per the OTLP exporter specification.
 
     A per-signal endpoint is used as is. The base endpoint gets the signal path appended for
     http/protobuf and is used as is for gRPC. None lets the exporter use its default

@@ -159,7 +159,7 @@ def trace_context(span: ReadableSpan, *, op: str | None = None) -> dict[str, Any
 def build_transaction(
     root: ReadableSpan, children: Sequence[ReadableSpan], common: EventCommon
 ) -> dict[str, Any]:
-    """A Sentry transaction event for a local-root span and its in-process descendants."""
+    """Build a Sentry transaction event from a local-root span and its in-process descendants."""
     op, _ = op_and_description(root)
     name, source = transaction_name(root)
     context = trace_context(root, op=op)
@@ -221,7 +221,7 @@ def exception_occurrences(spans: Iterable[ReadableSpan]) -> list[ExceptionOccurr
 def build_error_events(
     spans: Sequence[ReadableSpan], root: ReadableSpan | None, common: EventCommon
 ) -> list[dict[str, Any]]:
-    """One Sentry error event per distinct exception recorded in a local span tree.
+    """Build one Sentry error event per distinct exception recorded in a local span tree.
 
     The same failure usually shows up more than once: on the DB or client span where it was
     raised (often as the driver's exception) and again on the server span it escaped from

@@ -33,7 +33,7 @@ class LoggedExceptions(LogRecordProcessor):
         self._events: OrderedDict[int, list[Event]] = OrderedDict()
         self.dropped = 0
 
-    # LogRecordProcessor. The SDK passes a ReadWriteLogRecord; its `log_record` holds the data.
+    # LogRecordProcessor. The SDK passes a ReadWriteLogRecord, whose `log_record` contains the data.
     def on_emit(self, log_record) -> None:  # noqa: ANN001 - type differs across SDK minor versions
         record = getattr(log_record, "log_record", log_record)
         attributes = record.attributes or {}

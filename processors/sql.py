@@ -14,9 +14,10 @@ to be reused by the privacy scrubber. Contract:
 - ``IN (?, ?, ?)`` collapses to ``IN (?)`` so statements differing only in list length group
   together. Lists of named or numbered markers are left alone (the statement is kept as written).
 
-When the text cannot be tokenized cleanly (an unterminated string, or a backslash that standard
-SQL would not treat as an escape) the sanitizer errs toward replacing too much rather than
-leaking a value: an unterminated string or dollar-quote runs to the end of the text.
+Where the text is ambiguous, the sanitizer replaces too much rather than leaking a value. An
+unterminated string or dollar-quote runs to the end of the text. A backslash always escapes the
+next character, as in MySQL, so a standard-SQL string ending in a backslash (``'C:\\'``) swallows
+the text up to the next quote.
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ import re
 
 __all__ = ["sanitize_sql"]
 
-# Every token starts with one of the characters of the leading class, which lets the regex
-# engine skip to candidates in C; the lookbehinds then say which token the candidate starts.
-# Only real tokens come back as matches. A digit or dot glued to a name or a marker (`table1`,
-# `col_2`, `:1`, `?1`, `$1`, `t.c3`) is rejected by the first branch's lookbehind.
-_DIGITS_REST = r"(?:(?<=0)[xX][0-9A-Fa-f]+|(?<=0)[bB][01]+|(?<=[0-9])\d*(?:\.\d*)?(?:[eE][+-]?\d+)?|(?<=\.)\d+(?:[eE][+-]?\d+)?)"
+# Every token starts with one of the characters of the leading class, so the regex engine skips
+# to candidates in C. The lookbehinds then identify the token that the candidate starts, and only
+# real tokens come back as matches. A digit glued to a name or a marker (`table1`, `col_2`,
+# `:1`, `?1`, `$1`, `t.c3`, `t.5`) is rejected by the first branch's lookbehinds. The dot is not a
+# candidate (it is in every `table.column`): a number such as `.5` is found at its first digit
+# and `sanitize_sql` widens the match over the dot.
+_DIGITS_REST = r"(?:(?<=0)[xX][0-9A-Fa-f]+|(?<=0)[bB][01]+|\d*(?:\.\d*)?(?:[eE][+-]?\d+)?)"
 _NUMBER = r"(?:0[xX][0-9A-Fa-f]+|0[bB][01]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
 _TOKEN = re.compile(
     r"""
-    [-/"`'$0-9.]
+    [-/"`'$0-9]
     (?:
-        (?<=[0-9.])(?<![\w$@#:?.][0-9.])""" + _DIGITS_REST + r"""(?![\w$])     # number
+        (?<=[0-9])(?<![\w$@#:?][0-9])(?<![\w$@#:?.]\.[0-9])""" + _DIGITS_REST + r"""(?![\w$])     # number
       | (?<=-)(?:-[^\n]*|\s*""" + _NUMBER + r"""(?![\w$]))                    # -- comment, -number
       | (?<=/)\*.*?\*/                                                          # /* comment */
       | (?<=")(?:[^"]|"")*"                                                     # "identifier"
@@ -62,7 +65,11 @@ def _is_word_char(char: str) -> bool:
 
 
 def _follows_value(text: str, position: int) -> bool:
-    """Tell whether the text before ``position`` (ignoring spaces) ends a value or a name."""
+    """Tell whether the text before ``position`` (ignoring spaces) ends a value or a name.
+
+    NOTE: a keyword counts as a name, so ``SELECT -1`` becomes ``SELECT -?``. The value is still
+    hidden, only the sign stays.
+    """
     index = position - 1
     while index >= 0 and text[index].isspace():
         index -= 1
@@ -96,7 +103,7 @@ def sanitize_sql(statement: str) -> str:
     if not statement:
         return statement
     parts: list[str] = []
-    copied = 0  # statement[:copied] is already in parts
+    copied = 0  # length of the statement prefix already in parts
     for match in _TOKEN.finditer(statement):
         token = match.group(0)
         start = match.start()
@@ -105,6 +112,10 @@ def sanitize_sql(statement: str) -> str:
             continue  # quoted identifiers and comments stay as written
         if first == "'":
             start -= _string_prefix_length(statement, start, copied)
+            replacement = "?"
+        elif first.isdigit():
+            if start > copied and statement[start - 1] == ".":
+                start -= 1  # `.5`
             replacement = "?"
         elif first == "-":
             number = token[1:].lstrip()

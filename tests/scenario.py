@@ -31,6 +31,8 @@ class ScenarioResult:
     otlp_spans: list[Any] = field(default_factory=list)
     metric_names: set[str] = field(default_factory=set)
     inventory_requests: list[Any] = field(default_factory=list)
+    # What each request must answer in this run: `EXPECTED_STATUSES` unless run_scenario was told otherwise.
+    expected_statuses: dict[str, int] = field(default_factory=dict)
     log: str = ""
     exit_code: int | None = None
 
@@ -82,9 +84,40 @@ REQUESTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "checkout": ("GET", "/checkout/1", {}),
 }
 
+# The HTTP server duration histogram, by its new and its old semantic-convention name.
+HTTP_DURATION_METRICS = frozenset({"http.server.request.duration", "http.server.duration"})
 
-def run_scenario(tmp_path: Path, *, bin_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> ScenarioResult:
-    result = ScenarioResult()
+# name -> status the shop answers without telemetry, with every example requirement installed.
+EXPECTED_STATUSES: dict[str, int] = {
+    "list": 200,
+    "detail": 200,
+    "create": 201,
+    "invalid": 422,
+    "missing": 404,
+    "unmatched": 404,
+    "boom": 500,
+    "broken": 500,
+    "reviews": 200,
+    "traceparent": 200,
+    "sentry_trace": 200,
+    "checkout": 200,
+}
+
+
+def run_scenario(
+    tmp_path: Path,
+    *,
+    bin_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    reviews_status: int = 200,
+) -> ScenarioResult:
+    """Run the scenario with the app from ``bin_dir`` (default: this interpreter's venv).
+
+    ``reviews_status`` is what the async route ``/products/{id}/reviews`` must answer: 200, or 503
+    in a venv without greenlet, where the shop cannot build its async engine. It is recorded in
+    ``expected_statuses``; every request still yields one transaction either way.
+    """
+    result = ScenarioResult(expected_statuses={**EXPECTED_STATUSES, "reviews": reviews_status})
     inventory_body = json.dumps({"product_id": 1, "in_stock": 5}).encode()
     with SentryReceiver() as sentry, OTLPReceiver() as otlp, Receiver(inventory_body) as inventory:
         env = {**base_env(sentry, otlp, inventory), **(extra_env or {})}
@@ -95,7 +128,10 @@ def run_scenario(tmp_path: Path, *, bin_dir: Path | None = None, extra_env: dict
             # Every request but /health yields one transaction; two requests fail with an exception.
             wait_for(lambda: len([t for t in sentry.transactions() if t["transaction"] != "GET /health"]) >= len(REQUESTS), timeout=30)
             wait_for(lambda: len(sentry.errors()) >= 2, timeout=30)
-            wait_for(lambda: otlp.spans() and otlp.metric_names(), timeout=30)
+            # Wait for what the checks need, not for the first export: the app stops with SIGTERM,
+            # and nothing it still buffers then is guaranteed to be exported.
+            wait_for(lambda: len([s for s in otlp.spans() if s.kind == s.SPAN_KIND_SERVER]) >= len(REQUESTS), timeout=30)
+            wait_for(lambda: HTTP_DURATION_METRICS & otlp.metric_names(), timeout=30)
             result.exit_code = app.stop()
             result.log = app.log()
         result.transactions = [t for t in sentry.transactions() if t["transaction"] != "GET /health"]

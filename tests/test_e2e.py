@@ -6,20 +6,12 @@ settings (unsampled traces, no destination, gRPC) start their own app.
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import sentry_relay
 
+import checks
 from app_process import run_shop
-from receivers import OTLPReceiver, Receiver, SentryReceiver, wait_for
-from scenario import (
-    INCOMING_PARENT_ID,
-    INCOMING_TRACE_ID,
-    SENTRY_PARENT_ID,
-    SENTRY_TRACE_ID,
-    run_scenario,
-)
+from receivers import SentryReceiver, wait_for
+from scenario import EXPECTED_STATUSES, run_scenario
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +19,8 @@ def scenario(tmp_path_factory):
     return run_scenario(tmp_path_factory.mktemp("e2e"))
 
 
-def _db_spans(transaction):
-    return [span for span in transaction["spans"] if span["op"] == "db"]
-
-
 def test_requests_answered_as_without_telemetry(scenario):
-    assert scenario.statuses == {
+    assert scenario.expected_statuses == EXPECTED_STATUSES == {
         "list": 200,
         "detail": 200,
         "create": 201,
@@ -46,178 +34,70 @@ def test_requests_answered_as_without_telemetry(scenario):
         "sentry_trace": 200,
         "checkout": 200,
     }
+    checks.check_statuses(scenario)
 
 
 def test_one_transaction_per_request(scenario):
-    names = sorted(event["transaction"] for event in scenario.transactions)
-    assert names == sorted(
-        [
-            "GET /products",
-            "GET /products/{product_id}",
-            "GET /products/{product_id}",
-            "GET /products/{product_id}",
-            "POST /products",
-            "POST /products",
-            "GET /products/{product_id}",
-            "GET",
-            "GET /boom",
-            "GET /orders/{order_id}/broken",
-            "GET /products/{product_id}/reviews",
-            "GET /checkout/{product_id}",
-        ]
-    )
+    checks.check_one_transaction_per_request(scenario)
 
 
 def test_transaction_fields(scenario):
-    (listing,) = scenario.transactions_named("GET /products")
-    assert listing["transaction_info"] == {"source": "route"}
-    assert listing["contexts"]["trace"]["op"] == "http.server"
-    assert listing["contexts"]["trace"]["status"] == "ok"
-    assert listing["environment"] == "e2e"
-    assert listing["release"] == "shop@1.2.3"
-    assert listing["server_name"]
-    assert listing["request"]["method"] == "GET"
-    assert listing["request"]["url"].endswith("/products")
-    assert "token" not in json.dumps(listing["request"])
-    assert listing["start_timestamp"] < listing["timestamp"]
+    checks.check_transaction_fields(scenario)
 
 
 def test_transactions_carry_db_spans(scenario):
-    for name in ("GET /products", "POST /products", "GET /products/{product_id}/reviews"):
-        for transaction in scenario.transactions_named(name):
-            if transaction["contexts"]["trace"]["status"] != "ok":
-                continue
-            spans = _db_spans(transaction)
-            assert spans, f"{name} has no db span"
-            assert all(span["data"].get("db.system") or span["data"].get("db.system.name") for span in spans)
-            assert all(span["parent_span_id"] for span in spans)
+    checks.check_transactions_carry_db_spans(scenario)
 
 
 def test_db_statement_has_no_literals(scenario):
-    (broken,) = scenario.transactions_named("GET /orders/{order_id}/broken")
-    statements = [span["description"] for span in _db_spans(broken)]
-    assert statements
-    assert all("7" not in statement for statement in statements), statements
+    checks.check_db_statement_has_no_literals(scenario)
 
 
 def test_unhandled_exception_one_linked_error(scenario):
-    errors = scenario.errors_of_type("ValueError")
-    assert len(errors) == 1
-    error = errors[0]
-    (transaction,) = scenario.transactions_named("GET /boom")
-    assert error["contexts"]["trace"]["trace_id"] == transaction["contexts"]["trace"]["trace_id"]
-    value = error["exception"]["values"][-1]
-    assert value["value"] == "discount code SPRING is expired"
-    assert value["mechanism"]["handled"] is False
-    frames = value["stacktrace"]["frames"]
-    assert frames[-1]["function"] == "check_discount_code"
-    assert frames[-1]["in_app"] is True
-    assert any(frame["in_app"] is False for frame in frames)
-    assert error["request"]["method"] == "GET"
-    assert error["request"]["url"].endswith("/boom")
-    assert "SPRING" not in error["request"]["url"]
-    assert error["environment"] == "e2e"
-    assert error["release"] == "shop@1.2.3"
-    assert error["server_name"]
-    assert error["transaction"] == "GET /boom"
+    checks.check_unhandled_exception_linked(scenario)
+    checks.check_unhandled_exception_details(scenario)
 
 
 def test_failing_query_one_error_on_db_span(scenario):
-    errors = scenario.errors_of_type("OperationalError")
-    assert len(errors) == 1
-    (transaction,) = scenario.transactions_named("GET /orders/{order_id}/broken")
-    assert transaction["contexts"]["trace"]["status"] == "internal_error"
-    db_span_ids = {span["span_id"] for span in _db_spans(transaction)}
-    assert errors[0]["contexts"]["trace"]["span_id"] in db_span_ids
-    assert errors[0]["exception"]["values"][-1]["mechanism"]["handled"] is False
+    checks.check_failing_query_one_error(scenario)
+    checks.check_failing_query_error_on_db_span(scenario)
 
 
 def test_not_found_without_error_event(scenario):
-    missing = [
-        t for t in scenario.transactions_named("GET /products/{product_id}")
-        if t["contexts"]["trace"]["status"] == "not_found"
-    ]
-    assert len(missing) == 1
-    (unmatched,) = scenario.transactions_named("GET")
-    assert unmatched["contexts"]["trace"]["status"] == "not_found"
-    assert unmatched["transaction_info"]["source"] == "custom"
-    traces = {t["contexts"]["trace"]["trace_id"] for t in missing + [unmatched]}
-    assert not [e for e in scenario.errors if e["contexts"]["trace"]["trace_id"] in traces]
+    checks.check_not_found_without_error_event(scenario)
 
 
 def test_validation_error_is_not_an_error_event(scenario):
-    invalid = [
-        t for t in scenario.transactions_named("POST /products")
-        if t["contexts"]["trace"]["status"] != "ok"
-    ]
-    assert len(invalid) == 1
-    assert invalid[0]["contexts"]["trace"]["status"] == "invalid_argument"
-    assert len(scenario.errors) == 2
+    checks.check_validation_error_is_not_an_error_event(scenario)
 
 
 def test_incoming_traceparent_joins_trace(scenario):
-    joined = [
-        t for t in scenario.transactions
-        if t["contexts"]["trace"]["trace_id"] == INCOMING_TRACE_ID
-    ]
-    assert len(joined) == 1
-    assert joined[0]["contexts"]["trace"]["parent_span_id"] == INCOMING_PARENT_ID
+    checks.check_incoming_traceparent_joins_trace(scenario)
 
 
 def test_incoming_sentry_trace_joins_trace(scenario):
-    joined = [
-        t for t in scenario.transactions
-        if t["contexts"]["trace"]["trace_id"] == SENTRY_TRACE_ID
-    ]
-    assert len(joined) == 1
-    assert joined[0]["contexts"]["trace"]["parent_span_id"] == SENTRY_PARENT_ID
+    checks.check_incoming_sentry_trace_joins_trace(scenario)
 
 
 def test_outgoing_httpx_carries_both_headers(scenario):
-    (request,) = scenario.inventory_requests
-    (checkout,) = scenario.transactions_named("GET /checkout/{product_id}")
-    trace_id = checkout["contexts"]["trace"]["trace_id"]
-    assert request.headers["traceparent"].split("-")[1] == trace_id
-    assert request.headers["sentry-trace"].split("-")[0] == trace_id
-    assert f"sentry-trace_id={trace_id}" in request.headers["baggage"]
-    client_spans = [span for span in checkout["spans"] if span["op"] == "http.client"]
-    assert len(client_spans) == 1
-    assert client_spans[0]["description"].startswith("GET http://127.0.0.1:")
-    assert request.headers["traceparent"].split("-")[2] == client_spans[0]["span_id"]
+    checks.check_outgoing_httpx_carries_both_headers(scenario)
 
 
 def test_every_payload_passes_sentry_normalizer(scenario):
-    normalizer = sentry_relay.StoreNormalizer()
-    checked = 0
-    for envelope in scenario.envelopes:
-        for item in envelope.items:
-            if item.type in ("transaction", "event"):
-                normalized = normalizer.normalize_event(json.loads(item.payload.get_bytes()))
-                assert "errors" not in normalized, normalized.get("errors")
-                checked += 1
-    assert checked >= len(scenario.transactions) + len(scenario.errors)
+    checks.check_every_payload_passes_sentry_normalizer(scenario)
 
 
 def test_otlp_receives_traces_and_metrics(scenario):
-    server_spans = [span for span in scenario.otlp_spans if span.kind == span.SPAN_KIND_SERVER]
-    assert len(server_spans) >= 12
-    names = {span.name for span in server_spans}
-    assert "GET /products/{product_id}" in names
-    assert not [name for name in names if "999" in name or "no/such" in name]
-    assert {"http.server.request.duration", "http.server.duration"} & scenario.metric_names
-    assert {"system.cpu.time", "process.cpu.time", "system.memory.usage", "process.memory.usage"} & scenario.metric_names
+    checks.check_otlp_server_spans_and_http_metric(scenario)
+    checks.check_otlp_system_metrics(scenario)
 
 
 def test_no_receive_or_send_spans(scenario):
-    names = {span.name for span in scenario.otlp_spans}
-    assert not [name for name in names if name.endswith(("http receive", "http send"))]
+    checks.check_no_receive_or_send_spans(scenario)
 
 
 def test_app_exits_cleanly(scenario):
-    # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean exit too.
-    assert scenario.exit_code in (0, -15)
-    assert "raptorflow-otel:" not in scenario.log
-    assert "Exception while exporting" not in scenario.log
+    checks.check_app_exits_cleanly(scenario)
 
 
 def test_unsampled_trace_still_reports_error(tmp_path):
@@ -256,8 +136,11 @@ def test_grpc_protocol_exports_traces(tmp_path):
         }
         with run_shop(env, tmp_path) as app:
             assert app.get("/products/1").status_code == 200
-            spans = wait_for(lambda: receiver.spans())
-    assert "GET /products/{product_id}" in {span.name for span in spans}
+            names = wait_for(
+                lambda: "GET /products/{product_id}" in {span.name for span in receiver.spans()}
+                and {span.name for span in receiver.spans()}
+            )
+    assert "GET /products/{product_id}" in names
 
 
 def test_bad_setting_warns_once_and_app_starts(tmp_path):

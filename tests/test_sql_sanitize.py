@@ -21,6 +21,7 @@ LITERALS = [
     ("select 0x1F, 0XAB, 0b101 from t", "select ?, ?, ? from t"),
     ("select x from t where x = -42 and y = - 7", "select x from t where x = ? and y = ?"),
     ("values (-1, -2.5)", "values (?, ?)"),
+    ("where x = -.5 or y = 1.5e3 or z = 0.0", "where x = ? or y = ? or z = ?"),
     ("select a - 1, b-2, (c) - 3 from t", "select a - ?, b-?, (c) - ? from t"),
     ("select * from t limit 10 offset 20", "select * from t limit ? offset ?"),
     # IN lists collapse once their members are markers

@@ -40,7 +40,7 @@ MARKER = "raptorflow-venv.json"
 LAST_USED = "raptorflow-last-used"
 STALE_AFTER_SECONDS = 3600
 INSTALL_TIMEOUT = 600
-PIP_FLAGS = ("--disable-pip-version-check", "--no-input", "--no-compile")
+PIP_FLAGS = ("--disable-pip-version-check", "--no-input")
 
 _session_wheel: Path | None = None
 
@@ -146,7 +146,8 @@ def pip(venv: Path, *args: str | os.PathLike) -> subprocess.CompletedProcess:
 def create_venv(venv: Path, wheel: Path, requirements: Sequence[str] = (), uninstall: Sequence[str] = ()) -> Path:
     """Create a venv at ``venv`` with the wheel, the example's requirements and ``requirements``."""
     run([sys.executable, "-m", "venv", venv], timeout=120)
-    pip(venv, "install", wheel, "-r", EXAMPLE_REQUIREMENTS, *requirements)
+    # No .pyc files at install time: the first import writes them, for the modules it uses.
+    pip(venv, "install", "--no-compile", wheel, "-r", EXAMPLE_REQUIREMENTS, *requirements)
     if uninstall:
         pip(venv, "uninstall", "-y", *uninstall)
     return venv
@@ -175,7 +176,7 @@ def cached_venv(spec: VenvSpec, wheel: Path) -> Path:
     venv = CACHE_DIR / key
     with _locked(CACHE_DIR / f"{key}.lock"):
         if (venv / MARKER).is_file() and venv_python(venv).exists():
-            pip(venv, "install", "--force-reinstall", "--no-deps", wheel)
+            pip(venv, "install", "--no-compile", "--force-reinstall", "--no-deps", wheel)
         else:
             shutil.rmtree(venv, ignore_errors=True)
             create_venv(venv, wheel, spec.requirements, spec.uninstall)
