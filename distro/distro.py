@@ -39,12 +39,27 @@ def configure_logging(level_name: str) -> None:
         _package_logger.addHandler(handler)
 
 
+class _HideContribSQLAlchemyConflict(logging.Filter):
+    """Drop the loader's error that contrib SQLAlchemy instrumentation refuses SQLAlchemy 2.1.
+
+    opentelemetry-instrument checks that error before asking the distro, so it is logged even
+    though this distro traces SQLAlchemy itself (any version); it would only mislead the user.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("sqlalchemy only instruments") and "sqlalchemy" in message)
+
+
 class RaptorflowDistro(BaseDistro):
     """Reads the settings once and decides how each instrumentation is loaded."""
 
     def _configure(self, **kwargs):
         runtime.settings = load_settings()
         configure_logging(runtime.settings["RAPTORFLOW_LOG_LEVEL"])
+        logging.getLogger("opentelemetry.instrumentation.auto_instrumentation._load").addFilter(
+            _HideContribSQLAlchemyConflict()
+        )
 
     def load_instrumentor(self, entry_point, **kwargs):
         """Load one instrumentation; a failure is logged and never stops the others or the app."""

@@ -255,7 +255,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 def _warn_invalid(setting: Setting, raw: str, expected: str) -> None:
     shown = mask(raw) if setting.secret else repr(raw)
-    fallback = "unset" if setting.default in (None, ()) else repr(setting.default)
+    if setting.default in (None, ()):
+        fallback = "Ignoring it, as if it were unset."
+    else:
+        fallback = f"Using {setting.default!r} instead."
     if setting.name == "SENTRY_DSN":
         _logger.error(
             "Invalid SENTRY_DSN %s: expected %s. Sentry export is disabled until it is fixed.",
@@ -264,7 +267,7 @@ def _warn_invalid(setting: Setting, raw: str, expected: str) -> None:
         )
         return
     _logger.warning(
-        "Invalid %s=%s: expected %s. Using %s instead.", setting.name, shown, expected, fallback
+        "Invalid %s=%s: expected %s. %s", setting.name, shown, expected, fallback
     )
 
 

@@ -153,6 +153,7 @@ def test_bad_setting_warns_once_and_app_starts(tmp_path):
             log = app.log()
     assert log.count("SENTRY_TRACES_SAMPLE_RATE") == 1
     assert "Invalid SENTRY_TRACES_SAMPLE_RATE='lots': expected a number from 0 to 1. Using 1.0 instead." in log
+    assert "only instruments" not in log
 
 
 def test_app_with_own_sentry_init_not_duplicated(tmp_path):
