@@ -1,4 +1,4 @@
-"""A small loopback server that stands in for Sentry and for an OpenTelemetry Collector.
+"""A small loopback server that receives what Sentry and an OpenTelemetry Collector would receive.
 
 The demo (``examples/demo.py``) points the shop at it with ``SENTRY_DSN`` and
 ``OTEL_EXPORTER_OTLP_ENDPOINT``, then prints what arrived. It keeps everything in memory and
@@ -7,11 +7,11 @@ listens on 127.0.0.1 only, on a free port.
 What it accepts:
 
 * ``POST /api/<project id>/envelope/``: Sentry envelopes, plain or compressed with gzip, deflate
-  or brotli (brotli only when the ``brotli`` package is installed; sentry-sdk itself sends brotli
-  only then, and gzip otherwise). Envelopes are parsed with sentry-sdk's own ``Envelope``.
+  or brotli. Brotli needs the ``brotli`` package. sentry-sdk (2.76) sends brotli only when that
+  package is installed, and gzip otherwise. Envelopes are parsed with sentry-sdk's ``Envelope``.
 * ``POST /v1/traces``, ``/v1/metrics``, ``/v1/logs``: OTLP/HTTP protobuf, plain or gzip, decoded
   with the ``opentelemetry-proto`` messages.
-* ``CONNECT``: refused with 403 and counted. The demo gives this address to Spotlight as its HTTP
+* ``CONNECT``: rejected with 403 and counted. The demo gives this address to Spotlight as its HTTP
   proxy, so the telemetry that Spotlight sends about itself to Sentry stays on this machine.
 
 Run it alone to watch what a service sends: ``python examples/capture.py`` prints its DSN and
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import re
 import threading
 import zlib
@@ -48,8 +49,10 @@ try:
 except ImportError:
     brotli = None
 
+logger = logging.getLogger(__name__)
+
 ENVELOPE_PATH = re.compile(r"^/api/(?P<project>[0-9]+)/envelope/?$")
-# Largest request body accepted, in bytes; sentry-sdk and the OTLP exporter stay far below it.
+# Max request body in bytes. A larger one is rejected with 413.
 MAX_BODY_BYTES = 50 * 1024 * 1024
 
 OTLP_MESSAGES = {
@@ -74,7 +77,7 @@ def decode_body(body: bytes, content_encoding: str | None) -> bytes:
         return zlib.decompress(body)
     if encoding == "br":
         if brotli is None:
-            raise UnsupportedEncoding("brotli body received, but the brotli package is not installed")
+            raise UnsupportedEncoding("Content-Encoding br needs the brotli package, which is not installed: pip install brotli")
         return brotli.decompress(body)
     raise UnsupportedEncoding(f"unknown Content-Encoding {encoding!r}")
 
@@ -83,6 +86,7 @@ def decode_body(body: bytes, content_encoding: str | None) -> bytes:
 class ReceivedEnvelope:
     project_id: str
     envelope: Envelope
+    content_encoding: str
 
 
 class CaptureServer:
@@ -100,7 +104,7 @@ class CaptureServer:
         self._envelopes: list[ReceivedEnvelope] = []
         self._otlp: dict[str, list[Any]] = {path: [] for path in OTLP_MESSAGES}
         self._rejected: list[str] = []
-        self._refused_connects: list[str] = []
+        self._rejected_connects: list[str] = []
         self._listener = listener
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -121,7 +125,7 @@ class CaptureServer:
 
     @property
     def proxy_url(self) -> str:
-        """An HTTP proxy address that refuses every connection, for a tool that must stay offline."""
+        """An HTTP proxy address that rejects every CONNECT request, for a tool that must stay offline."""
         return f"http://127.0.0.1:{self.port}"
 
     # Life cycle
@@ -145,6 +149,11 @@ class CaptureServer:
     def envelopes(self) -> list[Envelope]:
         with self._lock:
             return [received.envelope for received in self._envelopes]
+
+    def envelope_encodings(self) -> list[str]:
+        """Return the ``Content-Encoding`` of each envelope request, ``""`` for an uncompressed one."""
+        with self._lock:
+            return [received.content_encoding for received in self._envelopes]
 
     def items(self, item_type: str) -> list[dict[str, Any]]:
         """JSON payloads of every envelope item of one type: ``transaction``, ``event``, ..."""
@@ -195,20 +204,20 @@ class CaptureServer:
         ]
 
     def rejected(self) -> list[str]:
-        """One line for every request that was answered with an error status."""
+        """Return one line for every request rejected with an error status."""
         with self._lock:
             return list(self._rejected)
 
-    def refused_connects(self) -> list[str]:
-        """Targets of the CONNECT requests refused so far, such as ``o1.ingest.sentry.io:443``."""
+    def rejected_connects(self) -> list[str]:
+        """Return the targets of the CONNECT requests rejected so far, such as ``o1.ingest.us.sentry.io:443``."""
         with self._lock:
-            return list(self._refused_connects)
+            return list(self._rejected_connects)
 
     # Recording, called from the handler threads
 
-    def _record_envelope(self, project_id: str, envelope: Envelope) -> None:
+    def _record_envelope(self, project_id: str, envelope: Envelope, content_encoding: str) -> None:
         with self._lock:
-            self._envelopes.append(ReceivedEnvelope(project_id, envelope))
+            self._envelopes.append(ReceivedEnvelope(project_id, envelope, content_encoding))
         if self._listener:
             types = ", ".join(item.type or "unknown" for item in envelope.items)
             self._listener(f"envelope for project {project_id}: {types}")
@@ -220,6 +229,7 @@ class CaptureServer:
             self._listener(f"OTLP {path}: {message.ByteSize()} bytes")
 
     def _record_rejected(self, line: str) -> None:
+        logger.warning("Capture server rejected %s", line)
         with self._lock:
             self._rejected.append(line)
         if self._listener:
@@ -227,9 +237,9 @@ class CaptureServer:
 
     def _record_connect(self, target: str) -> None:
         with self._lock:
-            self._refused_connects.append(target)
+            self._rejected_connects.append(target)
         if self._listener:
-            self._listener(f"refused CONNECT {target}")
+            self._listener(f"rejected CONNECT {target}")
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         capture = self
@@ -241,11 +251,11 @@ class CaptureServer:
                 path = self.path.split("?", 1)[0]
                 length_header = self.headers.get("Content-Length")
                 if length_header is None:
-                    self._fail(411, "Content-Length is required")
+                    self._fail(411, "missing Content-Length")
                     return
                 length = int(length_header)
                 if length > MAX_BODY_BYTES:
-                    self._fail(413, f"body of {length} bytes is too large")
+                    self._fail(413, f"body of {length} bytes exceeds the max of {MAX_BODY_BYTES}")
                     return
                 raw = self.rfile.read(length)
                 try:
@@ -254,7 +264,7 @@ class CaptureServer:
                     self._fail(415, str(exc))
                     return
                 except (OSError, zlib.error, EOFError) as exc:
-                    self._fail(400, f"cannot decompress the body: {exc}")
+                    self._fail(400, f"invalid {self.headers.get('Content-Encoding')} body: {exc}")
                     return
 
                 envelope_match = ENVELOPE_PATH.match(path)
@@ -263,13 +273,13 @@ class CaptureServer:
                 elif path in OTLP_MESSAGES:
                     self._otlp(path, body)
                 else:
-                    self._fail(404, "unknown path")
+                    self._fail(404, "path not found")
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path.split("?", 1)[0] == "/health":
                     self._reply(200, b'{"status":"ok"}', "application/json")
                 else:
-                    self._fail(404, "unknown path")
+                    self._fail(404, "path not found")
 
             def do_CONNECT(self) -> None:  # noqa: N802 - http.server's naming
                 capture._record_connect(self.path)
@@ -280,9 +290,10 @@ class CaptureServer:
                 try:
                     envelope = Envelope.deserialize(body)
                 except Exception as exc:  # noqa: BLE001 - any parse failure is a bad request
-                    self._fail(400, f"not a Sentry envelope: {exc}")
+                    self._fail(400, f"invalid Sentry envelope: {exc}")
                     return
-                capture._record_envelope(project_id, envelope)
+                encoding = (self.headers.get("Content-Encoding") or "").strip().lower()
+                capture._record_envelope(project_id, envelope, encoding)
                 event_id = (envelope.headers or {}).get("event_id")
                 self._reply(200, json.dumps({"id": event_id}).encode(), "application/json")
 
@@ -290,12 +301,12 @@ class CaptureServer:
                 request_type, response_type = OTLP_MESSAGES[path]
                 content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
                 if content_type != "application/x-protobuf":
-                    self._fail(415, f"only OTLP protobuf is accepted, not {content_type or 'no content type'}")
+                    self._fail(415, f"invalid Content-Type {content_type or '(missing)'}, expected application/x-protobuf")
                     return
                 try:
                     message = request_type.FromString(body)
                 except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
-                    self._fail(400, f"not an OTLP {path} message: {exc}")
+                    self._fail(400, f"invalid OTLP {path} message: {exc}")
                     return
                 capture._record_otlp(path, message)
                 self._reply(200, response_type().SerializeToString(), "application/x-protobuf")

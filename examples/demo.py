@@ -47,8 +47,9 @@ from capture import CaptureServer
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
-# Spotlight 4.11.8 with hono 4.12.25 is a known working pair: with a newer hono its `tail`
-# command fails. npm installs both into this folder (ignored by git) on the first run.
+# Spotlight 4.11.8 works with hono 4.12.25. With hono 4.13.23, which npx picked, its server fails
+# on requests with "ctx.req.query(...).toString is not a function". npm installs both pinned
+# versions into this folder (ignored by git) on the first run.
 SPOTLIGHT_VERSION = "4.11.8"
 HONO_VERSION = "4.12.25"
 SPOTLIGHT_DIR = REPO / ".cache" / "spotlight"
@@ -88,7 +89,7 @@ def port_in_use(port: int) -> bool:
 
 
 def child_environment(extra: dict[str, str], *, proxy: str | None = None) -> dict[str, str]:
-    """The user's environment without settings that would change the demo, plus ``extra``.
+    """Return the user's environment without the settings that would change the demo, plus ``extra``.
 
     Every address the demo uses is on this machine, so proxy settings are dropped. ``proxy``, when
     given, is set as the HTTP(S) proxy for everything but loopback addresses.
@@ -163,11 +164,11 @@ class Service:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_for_health(self, url: str, timeout: float) -> bool:
-        """Poll ``url`` until it answers 200; False when the process exits or time runs out."""
+        """Poll ``url`` until it returns 200. Return False when the process exits or time runs out."""
 
         def healthy() -> bool:
             if not self.running():
-                return True  # ends the wait; checked below
+                return True  # Ends the wait. The return below checks whether the process runs.
             try:
                 return httpx.get(url, timeout=2, trust_env=False).status_code == 200
             except httpx.HTTPError:
@@ -187,7 +188,7 @@ class Service:
 
 
 def python_tool(name: str) -> Path:
-    """A console script of the running interpreter's environment, e.g. ``uvicorn``."""
+    """Return the path of a console script in the running interpreter's environment, such as ``uvicorn``."""
     path = Path(sys.executable).parent / name
     if not path.exists():
         raise DemoError(
@@ -207,7 +208,10 @@ def start_web_app(
     service = Service(name, command, env, workdir)
     base_url = f"http://127.0.0.1:{port}"
     if not service.wait_for_health(base_url + "/health", deadline.remaining(SHOP_START_SECONDS)):
-        state = f"exited with status {service.process.returncode}" if not service.running() else "did not answer /health in time"
+        if service.running():
+            state = f"did not return 200 on /health within {SHOP_START_SECONDS:.0f} s"
+        else:
+            state = f"exited with status {service.process.returncode}"
         service.stop()
         raise DemoError(f"The {name} service {state}. Last lines of its log ({service.log_path}):\n{service.log_tail()}")
     return service, base_url
@@ -230,10 +234,10 @@ class Spotlight:
         return f"http://127.0.0.1:{self.port}/stream"
 
     def received_item_types(self, timeout: float = 5.0) -> Counter[str]:
-        """Count the envelope items that Spotlight holds, by type, read from its event stream.
+        """Count the envelope items in Spotlight's buffer by type, reading its event stream.
 
-        A new subscriber of ``/stream`` first gets every envelope in Spotlight's buffer; the read
-        stops once the stream has been quiet for a second, or after ``timeout``.
+        A new subscriber of ``/stream`` first gets every envelope in the buffer. The read stops once
+        the stream has been quiet for a second, or after ``timeout``.
         """
         counts: Counter[str] = Counter()
         end = time.monotonic() + timeout
@@ -250,7 +254,7 @@ class Spotlight:
                     if time.monotonic() > end:
                         break
         except httpx.ReadTimeout:
-            pass  # the stream was quiet: everything in the buffer has been read
+            pass  # The stream was quiet for a second, so the whole buffer has been read.
         except (httpx.HTTPError, ValueError) as exc:
             counts["(could not read the stream: " + shorten(str(exc), 60) + ")"] += 1
         return counts
@@ -264,7 +268,10 @@ def installed_version(package_dir: Path) -> str | None:
 
 
 def start_spotlight(capture: CaptureServer, workdir: Path, deadline: Deadline) -> Spotlight | None:
-    """Install (once) and start Spotlight; on any failure print one line and return None."""
+    """Install Spotlight on first use and start it. On any failure, print one line and return None.
+
+    NOTE: Spotlight 4.11.8 has a port option but no address option, so it listens on all interfaces.
+    """
     tools = {name: shutil.which(name) for name in ("npx", "npm", "node")}
     if not tools["npx"]:
         print("Spotlight: npx is not on PATH, so the demo goes on with the built-in capture only.")
@@ -287,7 +294,7 @@ def start_spotlight(capture: CaptureServer, workdir: Path, deadline: Deadline) -
         ]
         try:
             with open(install_log, "wb") as log_file:
-                # npm keeps the user's environment, proxy settings included: it needs the registry.
+                # npm runs with the user's environment, proxy settings included, because it needs the registry.
                 result = subprocess.run(
                     command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                     timeout=budget.remaining(), cwd=workdir,
@@ -308,14 +315,14 @@ def start_spotlight(capture: CaptureServer, workdir: Path, deadline: Deadline) -
 
     port = SPOTLIGHT_PORT if not port_in_use(SPOTLIGHT_PORT) else free_port()
     # Spotlight reports its own errors and traces to Sentry's servers. The capture server, set as
-    # its HTTP proxy, refuses those connections, so nothing leaves this machine.
+    # its HTTP proxy, rejects those connections, so nothing leaves this machine.
     env = child_environment({}, proxy=capture.proxy_url)
     service = Service("spotlight", [tools["node"], str(entry), "--port", str(port)], env, workdir)
     spotlight = Spotlight(service, port)
     if not service.wait_for_health(f"http://127.0.0.1:{port}/health", budget.remaining()):
         reason = (
             f"exited with status {service.process.returncode}" if not service.running()
-            else f"did not answer within {SPOTLIGHT_START_SECONDS:.0f} s"
+            else f"timed out after {SPOTLIGHT_START_SECONDS:.0f} s"
         )
         last = service.log_tail(1) or "no output"
         service.stop()
@@ -356,7 +363,7 @@ def round_calls(round_number: int) -> list[Call]:
     ]
 
 
-# Each round yields one transaction per request, and these error events.
+# Error events per round, from /boom and /orders/1/broken. Every request also yields one transaction.
 ERRORS_PER_ROUND = 2
 
 
@@ -365,8 +372,8 @@ def send_traffic(base_url: str, rounds: int, shop: Service) -> list[Call]:
     with httpx.Client(base_url=base_url, timeout=15.0, trust_env=False) as client:
         for round_number in range(1, rounds + 1):
             for call in round_calls(round_number):
-                # After an unhandled exception uvicorn closes the connection without announcing it
-                # in the response, so a request that ends in 500 gets a connection of its own.
+                # After an unhandled exception, uvicorn 0.55 closes the connection without sending
+                # "Connection: close", so a request expected to end in 500 uses a connection of its own.
                 headers = {"Connection": "close"} if call.expected >= 500 else None
                 try:
                     response = client.request(call.method, call.path, json=call.json_body, headers=headers)
@@ -386,7 +393,7 @@ def send_traffic(base_url: str, rounds: int, shop: Service) -> list[Call]:
 
 
 def seconds(value: Any) -> float:
-    """A Sentry timestamp (seconds as a number, or an RFC 3339 string) as seconds."""
+    """Convert a Sentry timestamp (seconds as a number, or an RFC 3339 string) to seconds."""
     if isinstance(value, (int, float)):
         return float(value)
     from datetime import datetime
@@ -410,7 +417,7 @@ def top_in_app_frame(exception: dict[str, Any]) -> str:
     in_app = [frame for frame in frames if frame.get("in_app")]
     if not in_app:
         return "none (no frame is marked in_app)"
-    frame = in_app[-1]  # Sentry lists frames oldest first
+    frame = in_app[-1]  # Sentry lists frames from the oldest call to the newest.
     filename = frame.get("filename") or frame.get("abs_path") or frame.get("module") or "?"
     return f"{filename}:{frame.get('lineno', '?')} {frame.get('function') or '?'}"
 
@@ -492,8 +499,14 @@ def report_lines(
         add(f"  {exception.get('type', '?')}: {shorten(str(exception.get('value', '')), 90)}")
         add(f"    handled: {'yes' if handled else 'no' if handled is False else 'not set'}; "
             f"top in-app frame: {top_in_app_frame(exception)}")
-        add(f"    trace {trace_id}; event names transaction {event.get('transaction') or '(none)'}; "
-            + (f"the transaction of that trace was received: {linked}" if linked else "no transaction of that trace was received"))
+        named = event.get("transaction") or "(none)"
+        if linked is None:
+            link = "no transaction of this trace was received"
+        elif linked == named:
+            link = "received, same trace id"
+        else:
+            link = f"but the transaction received for this trace is {linked}"
+        add(f"    trace {trace_id}, transaction {named} ({link})")
         if len(values) > 1:
             causes = [
                 ".".join(part for part in (value.get("module"), value.get("type", "?")) if part)
@@ -523,10 +536,10 @@ def report_lines(
         add(f"Spotlight: UI at {spotlight.ui_url}, envelopes sent to {spotlight.stream_url}")
         if spotlight_counts is not None:
             add("  items it holds: " + (", ".join(f"{kind} {count}" for kind, count in sorted(spotlight_counts.items())) or "none"))
-        refused = capture.refused_connects()
-        if refused:
-            add(f"  its own telemetry to Sentry was kept on this machine: {len(refused)} connection(s) to "
-                f"{', '.join(sorted(set(refused)))} refused")
+        rejected_connects = capture.rejected_connects()
+        if rejected_connects:
+            add(f"  its own telemetry to Sentry stayed on this machine: {len(rejected_connects)} connection(s) to "
+                f"{', '.join(sorted(set(rejected_connects)))} rejected")
         add("  Spotlight has no option to listen on 127.0.0.1 only, so it listens on all interfaces while it runs")
 
     if missing:
@@ -585,7 +598,7 @@ def run(args: argparse.Namespace, workdir: Path, services: list[Service]) -> int
     started = time.monotonic()
     deadline = Deadline(RUN_SECONDS)
     with CaptureServer() as capture:
-        print(f"Capture server on 127.0.0.1:{capture.port} (stands in for Sentry and a Collector)")
+        print(f"Capture server on 127.0.0.1:{capture.port} (receives what Sentry and a Collector would)")
         spotlight = None if args.no_spotlight else start_spotlight(capture, workdir, deadline)
         if spotlight:
             services.append(spotlight.service)
