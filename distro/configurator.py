@@ -7,6 +7,7 @@ from opentelemetry.sdk._configuration import _BaseConfigurator
 from raptorflow_otel.distro import runtime
 from raptorflow_otel.distro.providers import configure_telemetry
 from raptorflow_otel.distro.settings import load_settings
+from raptorflow_otel.distro.shutdown import install_sigterm_flush
 from raptorflow_otel.processors.guard import report_internal_error
 
 
@@ -19,5 +20,7 @@ class RaptorflowConfigurator(_BaseConfigurator):
             runtime.settings = load_settings()
         try:
             runtime.telemetry = configure_telemetry(runtime.settings)
+            if runtime.telemetry is not None:
+                install_sigterm_flush(runtime.telemetry.shutdown)
         except Exception as error:  # noqa: BLE001 - the app must start even if telemetry cannot
             report_internal_error("telemetry set-up", error)

@@ -1,6 +1,6 @@
 """Assertions on one run of the main scenario (`scenario.run_scenario`), shared by two modules.
 
-`test_e2e.py` calls every check here on a run in the development environment; `test_compat.py`
+`test_e2e.py` calls every check here on a run in the development environment. `test_compat.py`
 calls `CORE_CHECKS` on a run in each venv of the FastAPI/SQLAlchemy version matrix. Each check takes the
 `ScenarioResult` and raises AssertionError; none starts an app or a receiver.
 """
@@ -29,7 +29,7 @@ def db_spans(transaction: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def check_statuses(scenario: ScenarioResult) -> None:
-    """Every request answers what the shop answers without telemetry."""
+    """Check that every request returns the status it returns without telemetry."""
     assert scenario.statuses == scenario.expected_statuses
 
 
@@ -86,7 +86,7 @@ def check_db_statement_has_no_literals(scenario: ScenarioResult) -> None:
 
 
 def check_unhandled_exception_linked(scenario: ScenarioResult) -> None:
-    """``/boom``: one ValueError event, in its transaction's trace, marked unhandled."""
+    """Check that ``/boom`` produced one unhandled ValueError event in its transaction's trace."""
     errors = scenario.errors_of_type("ValueError")
     assert len(errors) == 1
     error = errors[0]
@@ -97,7 +97,7 @@ def check_unhandled_exception_linked(scenario: ScenarioResult) -> None:
 
 
 def check_unhandled_exception_details(scenario: ScenarioResult) -> None:
-    """``/boom``: message, frames, request and release of the ValueError event."""
+    """Check the message, frames, request and release of the ``/boom`` ValueError event."""
     (error,) = scenario.errors_of_type("ValueError")
     value = error["exception"]["values"][-1]
     assert value["value"] == "discount code SPRING is expired"
@@ -115,7 +115,7 @@ def check_unhandled_exception_details(scenario: ScenarioResult) -> None:
 
 
 def check_failing_query_one_error(scenario: ScenarioResult) -> None:
-    """``/orders/7/broken``: one OperationalError event."""
+    """Check that ``/orders/7/broken`` produced one OperationalError event."""
     errors = scenario.errors_of_type("OperationalError")
     assert len(errors) == 1
 

@@ -31,7 +31,8 @@ class ScenarioResult:
     otlp_spans: list[Any] = field(default_factory=list)
     metric_names: set[str] = field(default_factory=set)
     inventory_requests: list[Any] = field(default_factory=list)
-    # What each request must answer in this run: `EXPECTED_STATUSES` unless run_scenario was told otherwise.
+    # Status each request must return in this run: `EXPECTED_STATUSES`, with the reviews status that
+    # run_scenario got.
     expected_statuses: dict[str, int] = field(default_factory=dict)
     log: str = ""
     exit_code: int | None = None
@@ -87,7 +88,7 @@ REQUESTS: dict[str, tuple[str, str, dict[str, Any]]] = {
 # The HTTP server duration histogram, by its new and its old semantic-convention name.
 HTTP_DURATION_METRICS = frozenset({"http.server.request.duration", "http.server.duration"})
 
-# name -> status the shop answers without telemetry, with every example requirement installed.
+# name -> status the shop returns without telemetry, with every example requirement installed.
 EXPECTED_STATUSES: dict[str, int] = {
     "list": 200,
     "detail": 200,
@@ -113,7 +114,7 @@ def run_scenario(
 ) -> ScenarioResult:
     """Run the scenario with the app from ``bin_dir`` (default: this interpreter's venv).
 
-    ``reviews_status`` is what the async route ``/products/{id}/reviews`` must answer: 200, or 503
+    ``reviews_status`` is what the async route ``/products/{id}/reviews`` must return: 200, or 503
     in a venv without greenlet, where the shop cannot build its async engine. It is recorded in
     ``expected_statuses``; every request still yields one transaction either way.
     """
@@ -128,8 +129,9 @@ def run_scenario(
             # Every request but /health yields one transaction; two requests fail with an exception.
             wait_for(lambda: len([t for t in sentry.transactions() if t["transaction"] != "GET /health"]) >= len(REQUESTS), timeout=30)
             wait_for(lambda: len(sentry.errors()) >= 2, timeout=30)
-            # Wait for what the checks need, not for the first export: the app stops with SIGTERM,
-            # and nothing it still buffers then is guaranteed to be exported.
+            # Wait for what the checks need rather than for the first export, because the app stops
+            # with SIGTERM. NOTE: uvicorn then re-raises SIGTERM, so atexit handlers do not run and
+            # spans or metrics the app still buffers are lost.
             wait_for(lambda: len([s for s in otlp.spans() if s.kind == s.SPAN_KIND_SERVER]) >= len(REQUESTS), timeout=30)
             wait_for(lambda: HTTP_DURATION_METRICS & otlp.metric_names(), timeout=30)
             result.exit_code = app.stop()

@@ -1,9 +1,9 @@
 """The end-to-end scenario against other FastAPI and SQLAlchemy versions, each in its own cached venv.
 
-Matrix: FastAPI 0.115.14 (no native telemetry, so the distro loads opentelemetry-instrumentation-
-fastapi) and the newest FastAPI (native telemetry), each with SQLAlchemy 2.0 and 2.1; plus the
-newest FastAPI with SQLAlchemy 2.1 and greenlet uninstalled, where the shop's async route answers
-503 and everything else must work as usual.
+The matrix crosses two FastAPI versions with SQLAlchemy 2.0 and 2.1. FastAPI 0.115.14 has no native
+telemetry, so the distro loads opentelemetry-instrumentation-fastapi there. The newest FastAPI has
+native telemetry. A fifth venv has the newest FastAPI and SQLAlchemy 2.1 without greenlet: there the
+shop's async route returns 503 and everything else must work as usual.
 
 The venvs live in ``<repo>/.cache/compat`` (see `venvs.py`). "Newest FastAPI" is whatever was
 newest when a venv was built; deleting ``.cache/compat`` builds the venvs again from current releases.
@@ -19,9 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from checks import CORE_CHECKS
-from scenario import ScenarioResult, run_scenario
-from venvs import VenvSpec, cached_venv, run, wheel  # noqa: F401 - `wheel` is a fixture
+# pytest rewrites asserts only in test modules and registered ones. Without this, a failed check
+# in checks.py would not show the values it compared.
+pytest.register_assert_rewrite("checks")
+
+from checks import CORE_CHECKS  # noqa: E402
+from scenario import ScenarioResult, run_scenario  # noqa: E402
+from venvs import VenvSpec, cached_venv, run, wheel  # noqa: E402, F401 - `wheel` is a fixture
 
 pytestmark = pytest.mark.compat
 
@@ -43,8 +47,8 @@ MATRIX = [
     ),
 ]
 
-# Runs in the venv under `opentelemetry-instrument`, after the distro has set everything up and
-# before any app code: reports what was instrumented how, and what got imported.
+# Runs in the venv under `opentelemetry-instrument`, after the distro's start-up and before any app
+# code. It prints the instrumentation mode per library, the imported modules and the versions.
 PROBE = """
 import importlib.metadata, importlib.util, json, sys
 from raptorflow_otel.distro import runtime
@@ -73,7 +77,8 @@ def compat_run(request, wheel, tmp_path_factory) -> CompatRun:  # noqa: F811 - `
     spec: VenvSpec = request.param
     bin_dir = cached_venv(spec, wheel)
     tmp_path = tmp_path_factory.mktemp(spec.name)
-    # Only the venv's own bin directory and no telemetry destination: the probe exports nothing.
+    # The environment has only the venv's bin directory and no telemetry destination, so the probe
+    # exports nothing.
     probe_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "OTEL_TRACES_EXPORTER": "none"}
     output = run([bin_dir / "opentelemetry-instrument", bin_dir / "python", "-c", PROBE], env=probe_env, cwd=tmp_path, timeout=120)
     probe = json.loads(output.stdout.strip().splitlines()[-1])
@@ -82,7 +87,7 @@ def compat_run(request, wheel, tmp_path_factory) -> CompatRun:  # noqa: F811 - `
     return CompatRun(spec, bin_dir, probe, result)
 
 
-def test_venv_has_the_versions_of_its_entry(compat_run):
+def test_venv_versions_match_entry(compat_run):
     probe, expect = compat_run.probe, compat_run.spec.expect
     assert probe["sqlalchemy"].startswith(expect["sqlalchemy"] + "."), probe
     if compat_run.spec.requirements[0] == OLD_FASTAPI:
@@ -92,13 +97,13 @@ def test_venv_has_the_versions_of_its_entry(compat_run):
     assert Path(probe["distro_file"]).resolve().is_relative_to(compat_run.bin_dir.parent.resolve()), probe
 
 
-def test_fastapi_traced_by_the_expected_instrumentation(compat_run):
+def test_fastapi_instrumentation_mode(compat_run):
     instrumented = compat_run.probe["instrumented"]
     assert instrumented.get("fastapi") == compat_run.spec.expect["fastapi"], compat_run.probe
     assert instrumented.get("sqlalchemy") == "raptorflow", compat_run.probe
 
 
-def test_distro_start_does_not_import_sqlalchemy_asyncio(compat_run):
+def test_startup_skips_sqlalchemy_asyncio(compat_run):
     modules = compat_run.probe["modules"]
     assert modules["sqlalchemy"], compat_run.probe
     assert not modules["sqlalchemy.ext.asyncio"], compat_run.probe

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-import checks
-from app_process import run_shop
-from receivers import SentryReceiver, wait_for
-from scenario import EXPECTED_STATUSES, run_scenario
+# pytest rewrites asserts only in test modules and registered ones. Without this, a failed check
+# in checks.py would not show the values it compared.
+pytest.register_assert_rewrite("checks")
+
+import checks  # noqa: E402
+from app_process import run_shop  # noqa: E402
+from receivers import OTLPReceiver, SentryReceiver, wait_for  # noqa: E402
+from scenario import EXPECTED_STATUSES, run_scenario  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +173,27 @@ def test_app_with_own_sentry_init_not_duplicated(tmp_path):
     assert sorted(names) == ["GET /boom", "GET /products/{product_id}"]
     assert len(errors) == 1
     assert errors[0]["sdk"]["name"] == "raptorflow-otel"
+
+
+def test_sigterm_flushes_pending_telemetry(tmp_path):
+    with SentryReceiver() as sentry, OTLPReceiver() as otlp:
+        env = {
+            "SENTRY_DSN": sentry.dsn,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            "OTEL_METRIC_EXPORT_INTERVAL": "60000",
+        }
+        with run_shop(env, tmp_path) as app:
+            assert app.get("/products/1").status_code == 200
+            assert app.get("/boom").status_code == 500
+            assert sentry.transactions() == []
+            exit_code = app.stop()
+        names = {t["transaction"] for t in sentry.transactions()}
+        errors = sentry.errors()
+        spans = otlp.spans()
+        metrics = otlp.metric_names()
+    assert exit_code == -15
+    assert {"GET /products/{product_id}", "GET /boom"} <= names
+    assert len(errors) == 1
+    assert "GET /products/{product_id}" in {span.name for span in spans}
+    assert {"http.server.request.duration", "http.server.duration"} & metrics

@@ -34,11 +34,12 @@ def _entry_points(wheel_path: Path) -> configparser.ConfigParser:
     return parser
 
 
-def test_wheel_holds_only_the_raptorflow_otel_subpackages(wheel):
+def test_wheel_contains_only_subpackages(wheel):
     files = _wheel_files(wheel)
     dist_info = [name for name in files if name.split("/")[0].endswith(".dist-info")]
     modules = [name for name in files if name not in dist_info]
-    assert dist_info and modules
+    assert dist_info
+    assert modules
     assert not [name for name in modules if not MODULE_PATTERN.match(name)], files
     for subpackage in SUBPACKAGES:
         assert f"raptorflow_otel/{subpackage}/__init__.py" in modules, files
@@ -71,14 +72,14 @@ def fresh_bin(wheel, tmp_path_factory) -> Path:
     return fresh_venv(tmp_path_factory.mktemp("fresh") / "venv", wheel)
 
 
-def test_cli_prints_the_settings_table(fresh_bin, tmp_path):
+def test_cli_prints_settings_table(fresh_bin, tmp_path):
     output = run([fresh_bin / "raptorflow-otel", "settings", "--markdown"], cwd=tmp_path, timeout=60)
     assert output.returncode == 0
     rows = [line for line in output.stdout.splitlines() if line.startswith("|")]
     assert any("SENTRY_DSN" in row for row in rows), output.stdout
 
 
-def test_shop_from_the_fresh_venv_sends_a_transaction(fresh_bin, tmp_path):
+def test_fresh_venv_shop_sends_transaction(fresh_bin, tmp_path):
     with SentryReceiver() as sentry:
         env = {"SENTRY_DSN": sentry.dsn, "OTEL_BSP_SCHEDULE_DELAY": "200"}
         with run_shop(env, tmp_path, bin_dir=fresh_bin) as app:

@@ -46,7 +46,7 @@ _session_wheel: Path | None = None
 
 
 def run(command: Sequence[str | os.PathLike], *, timeout: float = INSTALL_TIMEOUT, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command; on a non-zero exit or a timeout fail with its full output."""
+    """Run a command and raise AssertionError with its output when it fails or times out."""
     command = [str(part) for part in command]
     try:
         return subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout, **kwargs)
@@ -57,7 +57,7 @@ def run(command: Sequence[str | os.PathLike], *, timeout: float = INSTALL_TIMEOU
         ) from None
     except subprocess.TimeoutExpired as error:
         raise AssertionError(
-            f"command did not finish within {timeout} s: {' '.join(command)}\n"
+            f"command timed out after {timeout} s: {' '.join(command)}\n"
             f"--- stdout ---\n{_text(error.stdout)}\n--- stderr ---\n{_text(error.stderr)}"
         ) from None
 
@@ -71,13 +71,24 @@ def _text(output: bytes | str | None) -> str:
 # --- The wheel ----------------------------------------------------------------------------------
 
 
+# Paths skipped when copying a tree that is not a git checkout, where git cannot apply .gitignore.
+_NOT_SOURCES = (".git", ".cache", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "*.db")
+
+
 def _copy_sources(destination: Path) -> None:
     """Copy the working tree's tracked and untracked, not ignored, files to ``destination``.
 
     Building from a copy keeps setuptools' ``build/`` and ``*.egg-info`` out of the shared
-    working tree, and a stale ``build/lib`` from an earlier build can never reach the wheel.
+    working tree, and files left in ``build/lib`` by an earlier build cannot reach the wheel.
     """
-    listing = run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"], timeout=60)
+    try:
+        listing = subprocess.run(
+            ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            check=True, capture_output=True, text=True, timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        shutil.copytree(REPO, destination, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
+        return
     for relative in filter(None, listing.stdout.split("\0")):
         source = REPO / relative
         if not source.is_file():  # deleted in the working tree but still in the index
@@ -146,7 +157,7 @@ def pip(venv: Path, *args: str | os.PathLike) -> subprocess.CompletedProcess:
 def create_venv(venv: Path, wheel: Path, requirements: Sequence[str] = (), uninstall: Sequence[str] = ()) -> Path:
     """Create a venv at ``venv`` with the wheel, the example's requirements and ``requirements``."""
     run([sys.executable, "-m", "venv", venv], timeout=120)
-    # No .pyc files at install time: the first import writes them, for the modules it uses.
+    # No .pyc files at install time, because the first import writes them for the modules it uses.
     pip(venv, "install", "--no-compile", wheel, "-r", EXAMPLE_REQUIREMENTS, *requirements)
     if uninstall:
         pip(venv, "uninstall", "-y", *uninstall)
@@ -154,7 +165,7 @@ def create_venv(venv: Path, wheel: Path, requirements: Sequence[str] = (), unins
 
 
 def fresh_venv(venv: Path, wheel: Path, requirements: Sequence[str] = ()) -> Path:
-    """An uncached venv at ``venv`` (which must not exist yet); returns its ``bin`` directory."""
+    """Create an uncached venv at ``venv``, which must not exist yet, and return its ``bin`` directory."""
     return create_venv(venv, wheel, requirements) / "bin"
 
 
