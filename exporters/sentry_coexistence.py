@@ -3,8 +3,8 @@
 Many apps already initialize sentry-sdk, often with tracing on. Its FastAPI, Starlette and ASGI
 integrations then report every request as a transaction and every unhandled request error as an
 event, and so does this distro: the user would see each request twice. We add one event processor
-to sentry-sdk's global scope, which every event captured through the app's own client passes
-(sentry-sdk runs global-scope processors for all events; sentry_sdk/scope.py, `apply_to_event`).
+to sentry-sdk's global scope. Every event captured through the app's own client passes it, because
+sentry-sdk applies global-scope processors to all events (``Scope.apply_to_event`` in sentry-sdk 2.x).
 It drops exactly the payloads that we send ourselves: server transactions (op ``http.server``)
 and errors caught by those integrations. Everything else the app sends (logged errors, manual
 captures, its own transactions of other kinds) passes unchanged.

@@ -14,7 +14,8 @@ pytest.register_assert_rewrite("checks")
 
 import checks  # noqa: E402
 from app_process import run_shop  # noqa: E402
-from receivers import OTLPReceiver, SentryReceiver, wait_for  # noqa: E402
+from receivers import OTLPReceiver, Receiver, SentryReceiver, wait_for  # noqa: E402
+from sentry_sdk.envelope import Envelope  # noqa: E402
 from scenario import EXPECTED_STATUSES, run_scenario  # noqa: E402
 
 
@@ -197,3 +198,17 @@ def test_sigterm_flushes_pending_telemetry(tmp_path):
     assert len(errors) == 1
     assert "GET /products/{product_id}" in {span.name for span in spans}
     assert {"http.server.request.duration", "http.server.duration"} & metrics
+
+
+def test_spotlight_receives_envelopes_without_dsn(tmp_path):
+    with Receiver() as spotlight:
+        env = {"SENTRY_SPOTLIGHT": f"http://127.0.0.1:{spotlight.port}/stream", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+        with run_shop(env, tmp_path) as app:
+            assert app.get("/products/1").status_code == 200
+            assert app.get("/boom").status_code == 500
+            requests = wait_for(lambda: len(spotlight.snapshot("/stream")) >= 3 and spotlight.snapshot("/stream"))
+    envelopes = [Envelope.deserialize(request.body) for request in requests]
+    types = [item.type for envelope in envelopes for item in envelope.items]
+    assert "transaction" in types
+    assert "event" in types
+    assert all(request.headers["content-type"] == "application/x-sentry-envelope" for request in requests)
