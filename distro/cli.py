@@ -23,7 +23,7 @@ def _settings_command(args: argparse.Namespace) -> int:
 
 def _check_command(args: argparse.Namespace) -> int:
     """Print what the current environment configures, after the same validation the app runs."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     settings = load_settings()
     for name in sorted(settings.explicit):
         row = next(row for row in SETTINGS if row.name == name)

@@ -43,7 +43,7 @@ class _HideContribSQLAlchemyConflict(logging.Filter):
     """Drop the loader's error that contrib SQLAlchemy instrumentation refuses SQLAlchemy 2.1.
 
     opentelemetry-instrument checks that error before asking the distro, so it is logged even
-    though this distro traces SQLAlchemy itself (any version); it would only mislead the user.
+    though this distro traces SQLAlchemy itself, any version. The message would only mislead.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -9,7 +9,7 @@ What gets built:
   unhandled exceptions as log records, plus an OTLP log exporter when ``OTEL_LOGS_EXPORTER`` names one.
 
 A signal with no destination gets no provider, so it costs the app nothing. With no destination
-at all, one warning says so and the app runs uninstrumented.
+at all, one warning reports it and the app runs uninstrumented.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ class RecordLocalRootsSampler(Sampler):
 
     A local root (no parent, or a parent in another process) that the wrapped sampler drops is
     turned into RECORD_ONLY: the span records its attributes and exceptions, yet its trace flags
-    say "not sampled", so it is never exported as a trace. Its children are still dropped by a
+    mark it "not sampled", so it is never exported as a trace. Its children are still dropped by a
     parent-based sampler, which keeps the cost at one recorded span per unsampled request. The
     span pipeline reports such a span to Sentry only when it carries an exception.
     """

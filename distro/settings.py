@@ -6,7 +6,7 @@ does not parse logs one WARNING naming the variable, the value (masked when secr
 form and the fallback, and the fallback is used: a typo never stops the app.
 
 ``OTEL_*`` rows follow the OpenTelemetry specification ("Environment Variable Specification" and
-"OTLP Exporter Configuration"). The distro reads them and passes the parsed values on; it never
+"OTLP Exporter Configuration"). The distro reads them and passes the parsed values on. It never
 writes them back into the environment, so a value the user set is never overridden.
 """
 

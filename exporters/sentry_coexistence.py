@@ -10,7 +10,7 @@ and errors caught by those integrations. Everything else the app sends (logged e
 captures, its own transactions of other kinds) passes unchanged.
 
 Our exporter's client sends envelopes straight to its transport, never through a scope, so this
-processor never sees our own events.
+processor never receives our own events.
 """
 
 from __future__ import annotations

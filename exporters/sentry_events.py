@@ -132,9 +132,9 @@ def _request(root: ReadableSpan | None) -> dict[str, Any] | None:
 def transaction_name(root: ReadableSpan) -> tuple[str, str]:
     """Transaction name and its ``transaction_info.source``.
 
-    A server span with a route is named ``METHOD /route/{template}`` (source ``route``); without
-    a route (an unmatched path) it is just the method, so unmatched paths never create one name
-    each (source ``custom``).
+    A server span with a route is named ``METHOD /route/{template}`` (source ``route``). Without
+    a route (an unmatched path) it is just the method (source ``custom``), so unmatched paths
+    never create one name each.
     """
     attributes = root.attributes or {}
     route = semconv.http_route(attributes)

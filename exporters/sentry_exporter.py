@@ -3,8 +3,8 @@
 sentry-sdk is the transport and envelope library: DSN authentication, rate limits, compression,
 retries and the background send queue all come from its ``HttpTransport``, and Spotlight from its
 ``SpotlightClient``. We build a private ``sentry_sdk.Client`` with every integration and its own
-tracing off, so it produces nothing by itself, and never bind it to sentry-sdk's global scope: an
-app that calls ``sentry_sdk.init`` itself keeps its own client, and ours keeps exporting.
+tracing off, so it produces nothing by itself. It is never bound to sentry-sdk's global scope, so
+an app that calls ``sentry_sdk.init`` itself keeps its own client, and ours keeps exporting.
 
 Spans arrive in batches, children before their parent. A child waits in `PendingTraces` until its
 local root arrives; the root and its waiting descendants then become one transaction. A client

@@ -1,7 +1,7 @@
 """The internal-error guard around every place where our code runs inside the host app.
 
 Telemetry must never break a request: `guarded` calls a function, and when it raises, logs the
-error and returns None. The first failure of each kind is logged with its traceback; repeats are
+error and returns None. The first failure of each kind is logged with its traceback. Repeats are
 counted and summarized at most once a minute, so a broken exporter cannot flood the app's log.
 
 Tests set `RAISE_INTERNAL_ERRORS` so a bug in our code fails the test instead of being logged.

@@ -5,7 +5,7 @@ span: it emits a log record (event ``http.server.request.exception``) with the e
 message and stack trace as attributes, inside the server span's context, just before it ends the
 span. `LoggedExceptions` is a log record processor that keeps those records by span id, and its
 `attach` method is a span transform step that adds them to the span as ``exception`` events,
-the same shape ``Span.record_exception`` produces. Downstream, every exporter then sees one kind
+the same shape ``Span.record_exception`` produces. Downstream, every exporter then gets one kind
 of exception whichever FastAPI instrumentation ran.
 """
 

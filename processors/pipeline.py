@@ -3,7 +3,7 @@
 OpenTelemetry SDK 1.45 freezes a span's attributes before any processor's ``on_end`` runs, so a
 processor cannot change the span itself. Instead `TransformingExporter` builds one new
 ``ReadableSpan`` per ended span by running the transform steps in order, and hands that same
-copy to each destination (Sentry, OTLP, console). No exporter ever sees the span as the app made it.
+copy to each destination (Sentry, OTLP, console). No exporter ever receives the span as the app made it.
 
 The steps run on the batch worker thread of the SDK's ``BatchSpanProcessor``, not on the request
 thread. The one exception is an unsampled span that carries an error: it never enters the batch

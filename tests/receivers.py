@@ -29,7 +29,7 @@ class Request:
 
 
 class Receiver:
-    """A ThreadingHTTPServer on 127.0.0.1 that answers 200 and records every POST."""
+    """A ThreadingHTTPServer on 127.0.0.1 that returns 200 and records every request."""
 
     def __init__(self, response_body: bytes = b"{}") -> None:
         self.requests: list[Request] = []
