@@ -44,8 +44,14 @@ from raptorflow_otel.exporters.sentry_events import EventCommon
 from raptorflow_otel.exporters.sentry_exporter import SentryExporter
 from raptorflow_otel.processors.logged_exceptions import LoggedExceptions
 from raptorflow_otel.processors.pipeline import PipelineSpanProcessor, SpanTransform
+from raptorflow_otel.processors.scrubbing import Scrubber, ScrubOptions
 
 _logger = logging.getLogger(__name__)
+
+SCRUBBING_OFF_MESSAGE = (
+    "raptorflow-otel: RAPTORFLOW_SCRUB_ENABLED=false, so spans are exported without privacy "
+    "scrubbing and may carry passwords, tokens and personal data. Unset it to scrub again."
+)
 
 NOT_EXPORTED_MESSAGE = (
     "raptorflow-otel: telemetry is not exported because no destination is configured. "
@@ -63,6 +69,7 @@ class Telemetry:
     meter_provider: Any | None = None
     logger_provider: Any | None = None
     sentry_exporter: SentryExporter | None = None
+    scrubber: Scrubber | None = None
     span_exporters: list[SpanExporter] = field(default_factory=list)
     metric_exporters: list[Any] = field(default_factory=list)
 
@@ -146,8 +153,11 @@ def configure_telemetry(settings: Settings, *, install_globally: bool = True) ->
         _logger.info("raptorflow-otel: OTEL_SDK_DISABLED=true, telemetry is off.")
         return None
 
+    scrubber = build_scrubber(settings)
     resource = build_resource()
-    telemetry = Telemetry(settings=settings, resource=resource)
+    if scrubber is not None:
+        resource = scrubber.scrub_resource(resource)
+    telemetry = Telemetry(settings=settings, resource=resource, scrubber=scrubber)
     telemetry.sentry_exporter = build_sentry_exporter(settings)
     for name in _exporter_names(settings, "TRACES", ("otlp",)):
         exporter = otlp.create_exporter(settings, "TRACES") if name == "otlp" else ConsoleSpanExporter()
@@ -170,11 +180,21 @@ def configure_telemetry(settings: Settings, *, install_globally: bool = True) ->
     if telemetry.metric_exporters:
         telemetry.meter_provider = _meter_provider(settings, resource, telemetry.metric_exporters)
     if logged_exceptions is not None or log_exporter_names:
-        telemetry.logger_provider = _logger_provider(settings, resource, logged_exceptions, log_exporter_names)
+        telemetry.logger_provider = _logger_provider(
+            settings, resource, logged_exceptions, log_exporter_names, scrubber
+        )
 
     if install_globally:
         _install(settings, telemetry)
     return telemetry
+
+
+def build_scrubber(settings: Settings) -> Scrubber | None:
+    """Build the privacy scrubber from the settings; None (with a warning) when it is turned off."""
+    if not settings["RAPTORFLOW_SCRUB_ENABLED"]:
+        _logger.warning(SCRUBBING_OFF_MESSAGE)
+        return None
+    return Scrubber(ScrubOptions.from_settings(settings))
 
 
 def _tracer_provider(
@@ -191,6 +211,8 @@ def _tracer_provider(
     steps = []
     if logged_exceptions is not None:
         steps.append(("logged exceptions", logged_exceptions.attach))
+    if telemetry.scrubber is not None:
+        steps.append(("privacy scrubbing", telemetry.scrubber.scrub_span))
     exporters: list[SpanExporter] = [*([sentry] if sentry else []), *telemetry.span_exporters]
     provider.add_span_processor(
         PipelineSpanProcessor(
@@ -232,6 +254,7 @@ def _logger_provider(
     resource: Resource,
     logged_exceptions: LoggedExceptions | None,
     exporter_names: tuple[str, ...],
+    scrubber: Scrubber | None,
 ) -> Any:
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
@@ -239,6 +262,10 @@ def _logger_provider(
     provider = LoggerProvider(resource=resource)
     if logged_exceptions is not None:
         provider.add_log_record_processor(logged_exceptions)
+    if scrubber is not None and exporter_names:
+        from raptorflow_otel.processors.scrub_logs import ScrubbingLogProcessor
+
+        provider.add_log_record_processor(ScrubbingLogProcessor(scrubber))
     for name in exporter_names:
         exporter = otlp.create_exporter(settings, "LOGS") if name == "otlp" else ConsoleLogRecordExporter()
         if exporter is not None:
@@ -257,6 +284,8 @@ def _install(settings: Settings, telemetry: Telemetry) -> None:
         _install_default_propagators(settings)
     if telemetry.sentry_exporter is not None:
         sentry_coexistence.install()
+    if telemetry.scrubber is not None:
+        sentry_coexistence.install_scrubber(telemetry.scrubber)
 
 
 def _install_default_propagators(settings: Settings) -> None:

@@ -118,6 +118,36 @@ def parse_spotlight(text: str) -> str | None:
         raise InvalidSetting("true, false or the sidecar's http:// URL") from None
 
 
+def parse_scrub_rules(text: str) -> tuple[str, ...]:
+    from raptorflow_otel.processors.scrubbing import RULE_NAMES
+
+    names = tuple(name.lower() for name in parse_list(text))
+    if not names or any(name not in RULE_NAMES for name in names):
+        raise InvalidSetting("a comma-separated list of rule names: " + ", ".join(RULE_NAMES))
+    return names
+
+
+def parse_scrub_patterns(text: str) -> tuple[str, ...]:
+    """Check user patterns now, so a bad one is reported at start-up and never at a request."""
+    from raptorflow_otel.processors.scrub_patterns import PatternError, compile_patterns, split_patterns
+
+    patterns = split_patterns(text)
+    try:
+        compile_patterns(patterns)
+    except PatternError as error:
+        raise InvalidSetting(str(error)) from None
+    return patterns
+
+
+def parse_hash_key(text: str) -> str:
+    if len(text) < MIN_HASH_KEY_CHARS:
+        raise InvalidSetting(f"a secret of at least {MIN_HASH_KEY_CHARS} characters")
+    return text
+
+
+MIN_HASH_KEY_CHARS = 16
+
+
 def one_of(*choices: str) -> Callable[[str], str]:
     allowed = {choice.lower(): choice for choice in choices}
 
@@ -203,6 +233,14 @@ def _rows() -> list[Setting]:
         Setting("RAPTORFLOW_LOG_LEVEL", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "WARNING", "Level of the distro's own log lines (logger `raptorflow_otel`).", kind="choice"),
         Setting("RAPTORFLOW_FASTAPI_MODE", one_of("auto", "native", "contrib"), "auto", "FastAPI tracing: `native` uses FastAPI's built-in telemetry (FastAPI 0.16x and newer), `contrib` uses opentelemetry-instrumentation-fastapi, `auto` picks native when available.", kind="choice"),
         Setting("RAPTORFLOW_IN_APP_INCLUDE", parse_list, (), "Module prefixes whose frames are marked `in_app` in Sentry even when installed as packages.", kind="list"),
+        Setting("RAPTORFLOW_SCRUB_ENABLED", parse_bool, True, "Scrub secrets and personal data from every span before export (see docs/privacy.md). `false` sends raw data and logs a warning at start-up.", kind="bool"),
+        Setting("RAPTORFLOW_SCRUB_DISABLED_RULES", parse_scrub_rules, (), "Scrubbing rules to turn off, comma-separated, e.g. `ip-address,us-ssn`; the rule names are listed in docs/privacy.md.", kind="list"),
+        Setting("RAPTORFLOW_SCRUB_EXTRA_KEYS", parse_list, (), "More secret key names or words, comma-separated, e.g. `dob,maiden_name`: values under matching attribute keys, headers, query parameters and fields are filtered.", kind="list"),
+        Setting("RAPTORFLOW_SCRUB_EXTRA_PATTERNS", parse_scrub_patterns, (), "More value patterns in RE2 syntax, separated by spaces (write a space inside a pattern as `\\x20`); the matched text is filtered. RE2 has no backtracking, so no pattern can stall a request.", kind="patterns"),
+        Setting("RAPTORFLOW_SCRUB_SAFE_KEYS", parse_list, (), "Attribute keys that are never scrubbed, comma-separated; a trailing `*` matches a prefix.", kind="list"),
+        Setting("RAPTORFLOW_SCRUB_IP_ADDRESSES", parse_bool, True, "Filter IPv4 and IPv6 addresses (`server.address` and other infrastructure keys excepted).", kind="bool"),
+        Setting("RAPTORFLOW_SCRUB_HASH_KEY", parse_hash_key, None, "Secret key (16 characters or more) for keyed pseudonyms: e-mail addresses, user ids and client addresses become stable HMAC-SHA256 pseudonyms instead of being filtered.", secret=True),
+        Setting("RAPTORFLOW_SCRUB_MAX_VALUE_CHARS", positive_int, 32768, "Strings longer than this are cut before scrubbing, so the time spent per value is bounded.", kind="int"),
         Setting("RAPTORFLOW_SENTRY_PENDING_TRACES", positive_int, 1000, "Max traces whose child spans wait for their root span before a Sentry transaction is built; the oldest is dropped beyond it.", kind="int"),
     ]
     return rows

@@ -11,15 +11,23 @@ captures, its own transactions of other kinds) passes unchanged.
 
 Our exporter's client sends envelopes straight to its transport, never through a scope, so this
 processor never receives our own events.
+
+`install_scrubber` adds a second processor that runs the privacy scrubber over every event the
+app's own client sends (frame variables, request data, headers, breadcrumbs), so the privacy
+promise holds for those events too.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raptorflow_otel.processors.scrubbing import Scrubber
 
 # Mechanism types set by sentry-sdk's web integrations on the errors they catch.
 DUPLICATED_MECHANISMS = frozenset({"asgi", "starlette", "fastapi"})
 _installed = False
+_scrubber: "Scrubber | None" = None
 
 
 def drop_duplicates(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
@@ -43,3 +51,27 @@ def install() -> None:
 
     sentry_sdk.get_global_scope().add_event_processor(drop_duplicates)
     _installed = True
+
+
+def scrub(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+    """Event processor: return the event scrubbed by the installed scrubber.
+
+    A scrubber failure drops the event (fail closed); sentry-sdk treats None as "do not send".
+    """
+    scrubber = _scrubber
+    if scrubber is None:
+        return event
+    from raptorflow_otel.processors.guard import guarded
+
+    return guarded(scrubber.scrub_sentry_event, event, what="privacy scrubbing of a sentry-sdk event")
+
+
+def install_scrubber(scrubber: "Scrubber") -> None:
+    """Scrub every event of the app's own sentry-sdk client with ``scrubber`` (registered once)."""
+    global _scrubber
+    first = _scrubber is None
+    _scrubber = scrubber
+    if first:
+        import sentry_sdk
+
+        sentry_sdk.get_global_scope().add_event_processor(scrub)

@@ -1,0 +1,449 @@
+"""Value rules: find secrets and personal data inside a text and replace only those parts.
+
+`ValueRules.scrub_text` runs the detectors below in a fixed order on a string and returns the
+string with each finding replaced by a marker such as ``[Filtered:email]``. Markers never contain
+the matched text or its length. Every detector has a cheap prefilter (a substring test) so that
+ordinary values (``GET``, ``/products/{id}``, ``200``) cost a few substring searches and no regex.
+
+Every pattern here runs in time linear in the text: each starts behind a negative look-behind or a
+fixed literal, so a failed attempt inside a long word is rejected at its first character, and no
+pattern nests unbounded repeats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+from typing import Callable, Iterable, Iterator, Sequence
+
+from raptorflow_otel.processors.scrub_keys import COOKIE, SECRET_KEY, KeyRules
+
+__all__ = ["ValueRules", "BUILTIN_VALUE_RULES", "marker"]
+
+# Names of the value rules, in the order they run.
+BUILTIN_VALUE_RULES = (
+    "sql-parameters",
+    "private-key",
+    "url-userinfo",
+    "secret-assignment",
+    "bearer",
+    "jwt",
+    "aws-access-key",
+    "vendor-token",
+    "email",
+    "credit-card",
+    "iban",
+    "us-ssn",
+    "ip-address",
+)
+
+# A finding: (start, end, replacement, rule name).
+Finding = tuple[int, int, str, str]
+
+
+def marker(rule: str) -> str:
+    return f"[Filtered:{rule}]"
+
+
+# -- patterns ----------------------------------------------------------------------------------
+
+_PRIVATE_KEY = re.compile(
+    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.DOTALL,
+)
+# The greedy run backs off to the last ``@`` before the host, so a password holding an
+# unencoded ``@`` is covered whole.
+_USERINFO = re.compile(r"(?<=[A-Za-z0-9+.-])://[^\s/?#]+@")
+
+_KV = re.compile(
+    r"""(?<![\w.-])(?P<key>["']?-{0,2}[A-Za-z_][\w.-]*["']?)(?P<sep>[ \t]*[=:][ \t]*)"""
+    r"""(?P<value>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'"""
+    r"""|(?:(?i:bearer|basic|digest|token|negotiate)[ \t]+)?[^\s&#,;"'<>(){}\[\]]+)"""
+)
+
+_BEARER = re.compile(r"(?i)\b(?:bearer|basic|digest)[ \t]+([A-Za-z0-9._~+/=-]{8,})")
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){0,2}")
+
+_AWS_ACCESS_KEY = re.compile(
+    r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+)
+
+# Each branch starts with a literal, so the regex engine skips to candidates; the character
+# before a match is checked in `_vendor_tokens` (a look-behind first would disable the skip).
+_VENDOR_TOKEN = re.compile(
+    r"(?:"
+    r"gh[pousr]_[A-Za-z0-9]{36,255}"
+    r"|github_pat_[A-Za-z0-9_]{22,255}"
+    r"|glpat-[A-Za-z0-9_-]{20,}"
+    r"|xox[abposrce]-[A-Za-z0-9-]{10,}"
+    r"|xapp-\d-[A-Za-z0-9-]{10,}"
+    r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|whsec_[A-Za-z0-9]{16,}"
+    r"|sntry[sua]_[A-Za-z0-9+/=_-]{20,}"
+    r"|AIza[0-9A-Za-z_-]{35}"
+    r"|sk-(?:proj-|ant-|svcacct-)?[A-Za-z0-9_-]{20,}"
+    r"|npm_[A-Za-z0-9]{36}"
+    r"|pypi-[A-Za-z0-9_-]{50,}"
+    r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"
+    r"|SK[0-9a-f]{32}"
+    r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}"
+    r"|hv[sb]\.[A-Za-z0-9_-]{24,}"
+    r"|dop_v1_[a-f0-9]{64}"
+    r")(?![A-Za-z0-9_-])"
+    r"|hooks\.slack\.com/services/[A-Za-z0-9/]{20,}"
+)
+_VENDOR_HINT = re.compile(
+    r"gh|glpat-|xox|xapp-|_live_|_test_|whsec_|sntry|AIza|sk-|npm_|pypi-|SG\.|SK|shp|hv[sb]\.|dop_v1_|hooks\.slack"
+)
+# No token, key, card number or IBAN is shorter than this, so shorter texts skip those rules.
+_MIN_TOKEN_CHARS = 13
+
+# Anchored at the ``@`` so that the regex engine skips to it; the local part is found backwards.
+_EMAIL_DOMAIN = re.compile(r"(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])")
+_EMAIL_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-'")
+_EMAIL_MAX_LOCAL = 64
+
+# Digit-led patterns start with their first digit and check the character before it with a
+# two-character look-behind, so the engine still skips to digits in C.
+_DIGIT_CANDIDATE = re.compile(r"\d(?:[ .%-]?\d){2}")
+_CARD = re.compile(r"[2-6](?<![\w.-][2-6])\d(?:(?:[ -]|%20)?\d){11,17}(?![\w-]|\.\d)")
+_CARD_PREFIXES = (
+    "4", "34", "37", "36", "38", "30", "35", "6011", "62", "64", "65",
+    *(str(n) for n in range(51, 56)),
+    *(str(n) for n in range(2221, 2721)),
+)
+
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+
+_SSN = re.compile(r"(\d(?<![\w-]\d)\d\d)-(\d{2})-(\d{4})(?![\w-])")
+
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w]|\.\w)")
+_IPV6 = re.compile(r"(?<![\w:.%])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
+
+_SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(?:\(Background on|\[SQL|\Z))", re.DOTALL)
+_SQL_TEXT = re.compile(r"\[SQL: (.*?)\](?=\s*(?:\[parameters|\(Background on|\Z))", re.DOTALL)
+_PG_KEY_DETAIL = re.compile(r"(Key \([^)\n]*\)=\()(.*?)(\)(?: already exists| is not present| conflicts)?)")
+_PG_FAILING_ROW = re.compile(r"(Failing row contains \()(.*?)(\)\.?)(?=\s|\Z)", re.DOTALL)
+_MYSQL_DUPLICATE = re.compile(r"(Duplicate entry ')(.*?)(' for key)")
+
+
+# -- validators --------------------------------------------------------------------------------
+
+
+_SECRET_WORD_HINTS = (
+    "pass", "pwd", "secret", "token", "auth", "credential", "key", "csrf", "xsrf", "ssn", "cvv",
+    "cvc", "pin", "sig", "jwt", "otp", "cookie", "card", "session",
+)
+
+
+def _has_secret_word(text: str) -> bool:
+    """Prefilter of the secret-assignment rule: a word that `KeyRules` may call secret."""
+    lowered = text.lower()
+    return any(hint in lowered for hint in _SECRET_WORD_HINTS)
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def _is_card_number(text: str) -> bool:
+    digits = "".join(char for char in text.replace("%20", "") if char.isdigit())
+    return 13 <= len(digits) <= 19 and digits.startswith(_CARD_PREFIXES) and _luhn_valid(digits)
+
+
+def _is_card_match(match: re.Match[str]) -> bool:
+    return _is_card_number(match.group(0))
+
+
+def _iban_valid(compact: str) -> bool:
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    numeric = "".join(str(int(char, 36)) for char in rearranged)
+    return int(numeric) % 97 == 1
+
+
+def _ssn_valid(match: re.Match[str]) -> bool:
+    area, group, serial = match.group(1), match.group(2), match.group(3)
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _bearer_credential(credential: str) -> bool:
+    """Tell a credential (``mF_9.B5f-4.1JqM``) from an English word after ``Bearer`` or ``Basic``."""
+    if any(char.isdigit() for char in credential) or len(credential) >= 20 or credential.endswith("="):
+        return True
+    return any(char.isupper() for char in credential[1:]) and any(char.islower() for char in credential)
+
+
+def _is_url_host(text: str, start: int) -> bool:
+    """Tell whether the address at ``start`` is the host of a URL: a server, not a person."""
+    before = text[max(0, start - 4) : start]
+    return before.endswith(("://", "@", "://[", "@["))
+
+
+def _ipv4_valid(text: str, start: int, candidate: str) -> bool:
+    if any(int(octet) > 255 for octet in candidate.split(".")):
+        return False
+    # ``Chrome/120.0.0.0`` in a user agent is a version, not an address.
+    if start >= 2 and text[start - 1] == "/" and text[start - 2].isalnum():
+        return False
+    return not _is_url_host(text, start)
+
+
+def _ipv6_valid(text: str, start: int, candidate: str) -> bool:
+    if _is_url_host(text, start):
+        return False
+    address = candidate.split("%", 1)[0]
+    if address.count(":") < 2:
+        return False
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return False
+    return True
+
+
+# -- the rules ---------------------------------------------------------------------------------
+
+
+class ValueRules:
+    """The enabled value detectors, with the optional keyed-pseudonym function."""
+
+    def __init__(
+        self,
+        key_rules: KeyRules,
+        *,
+        disabled: Iterable[str] = (),
+        hash_key: bytes | None = None,
+        custom_patterns: Sequence[tuple[str, Callable[[str], Iterator[tuple[int, int]]]]] = (),
+    ) -> None:
+        self._keys = key_rules
+        self._hash_key = hash_key
+        self._custom = tuple(custom_patterns)
+        disabled = frozenset(disabled)
+        self.enabled = frozenset(BUILTIN_VALUE_RULES) - disabled
+        self._on = {rule: rule in self.enabled for rule in BUILTIN_VALUE_RULES}
+
+    # The keyed pseudonym: stable for one key, never reversible without it.
+    def pseudonym(self, rule: str, normalized: str) -> str:
+        assert self._hash_key is not None
+        digest = hmac.new(self._hash_key, normalized.encode("utf-8", "surrogatepass"), hashlib.sha256)
+        return f"[{rule}:{digest.hexdigest()[:16]}]"
+
+    @property
+    def hashing(self) -> bool:
+        return self._hash_key is not None
+
+    def scrub_text(self, text: str, fired: list[str], *, allow_ip: bool = True) -> str:
+        """Return ``text`` with every finding replaced; append one rule name to ``fired`` per finding.
+
+        Each detector runs only when its prefilter (substring tests, or one regex that the engine
+        scans in C) finds a candidate; most values pass every prefilter untouched.
+        """
+        on = self._on
+        long_enough = len(text) >= _MIN_TOKEN_CHARS
+        if "[" in text and on["sql-parameters"] and ("[parameters: " in text or "[SQL: " in text):
+            text = self._scrub_sql_message(text, fired)
+        if on["sql-parameters"] and ("Key (" in text or "Failing row" in text or "Duplicate entry" in text):
+            text = self._replace(text, fired, self._database_detail_findings(text))
+        if "-----BEGIN" in text and on["private-key"]:
+            text = self._replace(text, fired, self._simple(_PRIVATE_KEY, text, "private-key"))
+        if "://" in text and "@" in text and on["url-userinfo"]:
+            text = self._replace(text, fired, self._userinfo(text))
+        if ("=" in text or ":" in text) and on["secret-assignment"] and _has_secret_word(text):
+            text = self._replace(text, fired, self._assignments(text))
+        if on["bearer"] and ("earer" in text or "asic" in text or "igest" in text or "EARER" in text or "ASIC" in text):
+            text = self._replace(text, fired, self._bearer(text))
+        if long_enough and "eyJ" in text and on["jwt"]:
+            text = self._replace(text, fired, self._simple(_JWT, text, "jwt"))
+        if long_enough and on["aws-access-key"] and ("AKIA" in text or "ASIA" in text or "ABIA" in text or "ACCA" in text):
+            text = self._replace(text, fired, self._simple(_AWS_ACCESS_KEY, text, "aws-access-key"))
+        if long_enough and on["vendor-token"] and _VENDOR_HINT.search(text) is not None:
+            text = self._replace(text, fired, self._vendor_tokens(text))
+        if ("@" in text or "%40" in text) and on["email"]:
+            text = self._replace(text, fired, self._emails(text))
+        if _DIGIT_CANDIDATE.search(text) is not None:
+            if long_enough and on["credit-card"]:
+                text = self._replace(text, fired, self._validated(_CARD, text, "credit-card", _is_card_match))
+            if "-" in text and on["us-ssn"]:
+                text = self._replace(text, fired, self._validated(_SSN, text, "us-ssn", _ssn_valid))
+            if "." in text and allow_ip and on["ip-address"]:
+                text = self._replace(text, fired, self._ipv4(text))
+        if long_enough and on["iban"] and _IBAN.search(text) is not None:
+            text = self._replace(text, fired, self._ibans(text))
+        if allow_ip and on["ip-address"] and text.count(":") >= 2:
+            text = self._replace(text, fired, self._ipv6(text))
+        for name, finditer in self._custom:
+            text = self._replace(text, fired, ((start, end, marker(name), name) for start, end in finditer(text)))
+        return text
+
+    def pseudonymize_or_filter(self, rule: str, normalized: str) -> str:
+        return self.pseudonym(rule, normalized) if self._hash_key is not None else marker(rule)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _replace(text: str, fired: list[str], findings: Iterable[Finding]) -> str:
+        parts: list[str] = []
+        copied = 0
+        for start, end, replacement, rule in findings:
+            if start < copied:
+                continue  # overlaps the previous finding, which already covers it
+            parts.append(text[copied:start])
+            parts.append(replacement)
+            copied = end
+            fired.append(rule)
+        if not parts:
+            return text
+        parts.append(text[copied:])
+        return "".join(parts)
+
+    @staticmethod
+    def _simple(pattern: re.Pattern[str], text: str, rule: str) -> Iterator[Finding]:
+        replacement = marker(rule)
+        for match in pattern.finditer(text):
+            yield match.start(), match.end(), replacement, rule
+
+    @staticmethod
+    def _validated(
+        pattern: re.Pattern[str], text: str, rule: str, valid: Callable[[re.Match[str]], bool]
+    ) -> Iterator[Finding]:
+        replacement = marker(rule)
+        for match in pattern.finditer(text):
+            if valid(match):
+                yield match.start(), match.end(), replacement, rule
+
+    def _scrub_sql_message(self, text: str, fired: list[str]) -> str:
+        from raptorflow_otel.processors.sql import sanitize_sql
+
+        def sql_findings() -> Iterator[Finding]:
+            for match in _SQL_TEXT.finditer(text):
+                sanitized = sanitize_sql(match.group(1))
+                if sanitized != match.group(1):
+                    yield match.start(1), match.end(1), sanitized, "sql-literal"
+
+        text = self._replace(text, fired, sql_findings())
+        replacement = "[parameters: " + marker("sql-parameters") + "]"
+        return self._replace(
+            text,
+            fired,
+            ((m.start(), m.end(), replacement, "sql-parameters") for m in _SQL_PARAMETERS.finditer(text)),
+        )
+
+    @staticmethod
+    def _database_detail_findings(text: str) -> Iterator[Finding]:
+        replacement = marker("sql-parameters")
+        findings = []
+        for pattern in (_PG_KEY_DETAIL, _PG_FAILING_ROW, _MYSQL_DUPLICATE):
+            for match in pattern.finditer(text):
+                findings.append((match.start(2), match.end(2), replacement, "sql-parameters"))
+        return iter(sorted(findings))
+
+    @staticmethod
+    def _vendor_tokens(text: str) -> Iterator[Finding]:
+        replacement = marker("vendor-token")
+        for match in _VENDOR_TOKEN.finditer(text):
+            start = match.start()
+            if match.group(0).startswith("hooks."):
+                start += len("hooks.slack.com/services/")  # keep the host, filter the secret path
+            elif start and (text[start - 1].isalnum() or text[start - 1] in "_-"):
+                continue  # the prefix is inside a longer word, not a token's start
+            yield start, match.end(), replacement, "vendor-token"
+
+    @staticmethod
+    def _userinfo(text: str) -> Iterator[Finding]:
+        for match in _USERINFO.finditer(text):
+            yield match.start(), match.end(), "://REDACTED:REDACTED@", "url-userinfo"
+
+    def _assignments(self, text: str) -> Iterator[Finding]:
+        position = 0
+        while True:
+            match = _KV.search(text, position)
+            if match is None:
+                return
+            key = match.group("key").strip("\"'-")
+            if self._keys.rule_for(key) not in (SECRET_KEY, COOKIE):
+                # Not a secret: look again right after the separator, because the value may hold
+                # the next pair (``https://host/?token=...`` has the key ``https`` first).
+                position = match.end("sep")
+                continue
+            position = match.end()
+            value = match.group("value")
+            bare = value.strip("\"'")
+            if not bare or bare.startswith(("[Filtered:", "REDACTED")):
+                continue
+            start, end = match.start("value"), match.end("value")
+            if value[0] in "\"'" and len(value) >= 2 and value[-1] == value[0]:
+                start, end = start + 1, end - 1  # keep the quotes, so JSON stays JSON
+            yield start, end, marker("secret-assignment"), "secret-assignment"
+
+    @staticmethod
+    def _bearer(text: str) -> Iterator[Finding]:
+        for match in _BEARER.finditer(text):
+            credential = match.group(1)
+            if credential.startswith("[Filtered") or not _bearer_credential(credential):
+                continue
+            yield match.start(1), match.end(1), marker("bearer"), "bearer"
+
+    def _emails(self, text: str) -> Iterator[Finding]:
+        for match in _EMAIL_DOMAIN.finditer(text):
+            at = match.start()
+            start = at
+            floor = max(0, at - _EMAIL_MAX_LOCAL)
+            while start > floor and text[start - 1] in _EMAIL_LOCAL_CHARS:
+                start -= 1
+            while start < at and text[start] in ".'":
+                start += 1  # a local part never starts with a dot; a quote is the text's own
+            if start == at or text.startswith("REDACTED", start):
+                continue  # no local part, or the marker left by the url-userinfo rule
+            if self._hash_key is not None:
+                domain = match.group(0)[3:] if match.group(0).startswith("%40") else match.group(0)[1:]
+                address = (text[start:at] + "@" + domain).lower()
+                yield start, match.end(), self.pseudonym("email", address), "email"
+            else:
+                yield start, match.end(), marker("email"), "email"
+
+    def _ibans(self, text: str) -> Iterator[Finding]:
+        for match in _IBAN.finditer(text):
+            candidate = match.group(0)
+            groups = candidate.split(" ")
+            # A greedy match may have taken a word after the IBAN ("... 3000 AND"): drop trailing
+            # groups until the checksum holds.
+            while groups:
+                compact = "".join(groups)
+                if _iban_valid(compact):
+                    length = len(" ".join(groups))
+                    yield match.start(), match.start() + length, marker("iban"), "iban"
+                    break
+                groups.pop()
+                if len("".join(groups)) < 15:
+                    break
+
+    def _ipv4(self, text: str) -> Iterator[Finding]:
+        for match in _IPV4.finditer(text):
+            candidate = match.group(0)
+            if _ipv4_valid(text, match.start(), candidate):
+                yield match.start(), match.end(), self._ip_replacement(candidate), "ip-address"
+
+    def _ipv6(self, text: str) -> Iterator[Finding]:
+        for match in _IPV6.finditer(text):
+            candidate = match.group(0)
+            if _ipv6_valid(text, match.start(), candidate):
+                yield match.start(), match.end(), self._ip_replacement(candidate), "ip-address"
+
+    def _ip_replacement(self, candidate: str) -> str:
+        if self._hash_key is None:
+            return marker("ip-address")
+        address = candidate.split("%", 1)[0]
+        return self.pseudonym("ip-address", str(ipaddress.ip_address(address)))
