@@ -64,7 +64,7 @@ def key_words(name: str) -> list[str]:
 
 
 class KeyRules:
-    """Decides which rule, if any, makes a name's value secret; answers are cached per name."""
+    """Decides which rule, if any, makes a name's value secret; results are cached per name."""
 
     def __init__(self, extra_keys: Iterable[str] = (), max_cache: int = 4096) -> None:
         # A user's extra key matches a whole name, or a run of words inside a name.

@@ -78,7 +78,7 @@ _SPECIAL = object()
 
 @dataclass(frozen=True)
 class ScrubOptions:
-    """What the scrubber does; `from_settings` fills it from the ``RAPTORFLOW_SCRUB_*`` table rows."""
+    """Scrubber configuration; `from_settings` fills it from the ``RAPTORFLOW_SCRUB_*`` table rows."""
 
     disabled_rules: frozenset[str] = frozenset()
     extra_keys: tuple[str, ...] = ()
