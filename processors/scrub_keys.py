@@ -48,6 +48,8 @@ _DESCRIPTOR_WORDS = frozenset(
         "method", "scheme", "name", "id", "expires", "expiry", "expired", "expiration", "at",
         "age", "version", "present", "set", "enabled", "required", "changed", "policy",
         "strength", "provider", "status", "valid", "mode", "source", "usage",
+        # An exception's type (``jwt.exceptions.DecodeError: ...``) names a failure, not a secret.
+        "error", "errors", "exception", "exceptions", "warning",
     }
 )
 _COOKIE_WORDS = frozenset({"cookie", "cookies"})
@@ -96,8 +98,8 @@ class KeyRules:
                     return SECRET_KEY
                 break
         stripped = lowered.strip("\"' -_")
-        if stripped in _COOKIE_NAMES or stripped == "key":
-            return COOKIE if stripped in _COOKIE_NAMES else SECRET_KEY
+        if stripped in _COOKIE_NAMES:
+            return COOKIE
         if stripped in self._extra_names:
             return SECRET_KEY
         words = key_words(name)
@@ -105,7 +107,7 @@ class KeyRules:
             return None
         if self._extra_sequences and self._contains_extra(words):
             return SECRET_KEY
-        if any(word in _COOKIE_WORDS for word in words):
+        if any(word in _COOKIE_WORDS or word in _COOKIE_NAMES for word in words):
             return COOKIE
         if words[-1] in _DESCRIPTOR_WORDS and len(words) > 1:
             return None

@@ -96,7 +96,7 @@ _VENDOR_TOKEN = re.compile(
     r"|hooks\.slack\.com/services/[A-Za-z0-9/]{20,}"
 )
 _VENDOR_HINT = re.compile(
-    r"gh|glpat-|xox|xapp-|_live_|_test_|whsec_|sntry|AIza|sk-|npm_|pypi-|SG\.|SK|shp|hv[sb]\.|dop_v1_|hooks\.slack"
+    r"gh|github_pat_|glpat-|xox|xapp-|_live_|_test_|whsec_|sntry|AIza|sk-|npm_|pypi-|SG\.|SK|shp|hv[sb]\.|dop_v1_|hooks\.slack"
 )
 # No token, key, card number or IBAN is shorter than this, so shorter texts skip those rules.
 _MIN_TOKEN_CHARS = 13
@@ -245,7 +245,7 @@ class ValueRules:
     def hashing(self) -> bool:
         return self._hash_key is not None
 
-    def scrub_text(self, text: str, fired: list[str], *, allow_ip: bool = True) -> str:
+    def scrub_text(self, text: str, fired: list[str], *, allow_ip: bool = True, sql: bool = False) -> str:
         """Return ``text`` with every finding replaced; append one rule name to ``fired`` per finding.
 
         Each detector runs only when its prefilter (substring tests, or one regex that the engine
@@ -261,7 +261,9 @@ class ValueRules:
             text = self._replace(text, fired, self._simple(_PRIVATE_KEY, text, "private-key"))
         if "://" in text and "@" in text and on["url-userinfo"]:
             text = self._replace(text, fired, self._userinfo(text))
-        if ("=" in text or ":" in text) and on["secret-assignment"] and _has_secret_word(text):
+        # In SQL, ``password_hash = :password_hash`` is a bind parameter and literals are already
+        # gone, so the secret-assignment rule would only hide markers.
+        if not sql and ("=" in text or ":" in text) and on["secret-assignment"] and _has_secret_word(text):
             text = self._replace(text, fired, self._assignments(text))
         if on["bearer"] and ("earer" in text or "asic" in text or "igest" in text or "EARER" in text or "ASIC" in text):
             text = self._replace(text, fired, self._bearer(text))

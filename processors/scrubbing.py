@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.status import Status
 
 from raptorflow_otel.processors import guard
 from raptorflow_otel.processors.scrub_keys import COOKIE, SECRET_KEY, KeyRules
@@ -122,7 +123,7 @@ class Scrubber:
         )
         self._safe_exact = _ALWAYS_SAFE_KEYS | {key for key in options.safe_keys if not key.endswith("*")}
         self._safe_prefixes = tuple(key[:-1] for key in options.safe_keys if key.endswith("*"))
-        self._resource_cache: tuple[Resource, Resource] | None = None
+        self._resource_cache: tuple[Resource, Resource, tuple[str, ...]] | None = None
         self._key_cache: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._key_profiles: dict[str, object] = {}
         # Strings that no rule fired on. Values repeat a lot (routes, methods, statements, user
@@ -141,19 +142,19 @@ class Scrubber:
         attributes = self._attributes(span.attributes, fired, server=server)
         events = self._events(span.events, fired, server=server)
         links = self._links(span.links, fired)
-        resource = self._resource(span.resource)
-        if not fired and resource is span.resource:
+        status = self._status(span.status, fired)
+        resource, resource_rules = self._resource(span.resource)
+        fired.extend(resource_rules)
+        if not fired:
             return span
-        changes: dict[str, Any] = {"resource": resource}
-        if fired:
-            summary = dict(attributes if attributes is not None else span.attributes or {})
-            summary[SUMMARY_COUNT] = len(fired)
-            summary[SUMMARY_RULES] = tuple(sorted(set(fired)))
-            changes.update(name=name, attributes=summary)
-            if events is not None:
-                changes["events"] = events
-            if links is not None:
-                changes["links"] = links
+        summary = dict(attributes if attributes is not None else span.attributes or {})
+        summary[SUMMARY_COUNT] = len(fired)
+        summary[SUMMARY_RULES] = tuple(sorted(set(fired)))
+        changes: dict[str, Any] = {"name": name, "attributes": summary, "resource": resource, "status": status}
+        if events is not None:
+            changes["events"] = events
+        if links is not None:
+            changes["links"] = links
         return copy_span(span, **changes)
 
     __call__ = scrub_span  # a SpanTransform step
@@ -233,20 +234,30 @@ class Scrubber:
             result.append(link if attributes is None else Link(link.context, attributes))
         return result if len(fired) > before else None
 
+    def _status(self, status: Status, fired: list[str]) -> Status:
+        # The SDK sets "Type: message" as the description when an exception ends a span, and
+        # OTLP exports it, so it is scrubbed like an exception message.
+        if not status.description:
+            return status
+        description = self._text(status.description, fired)
+        return status if description == status.description else Status(status.status_code, description)
+
     def scrub_resource(self, resource: Resource) -> Resource:
         """Return ``resource`` with scrubbed attributes (the same object when nothing fired)."""
-        return self._resource(resource)
+        return self._resource(resource)[0]
 
-    def _resource(self, resource: Resource | None) -> Resource | None:
+    def _resource(self, resource: Resource | None) -> tuple[Resource | None, tuple[str, ...]]:
+        """Return the scrubbed resource and the rules that fired on it (cached for the last resource)."""
         if resource is None:
-            return None
+            return None, ()
         cached = self._resource_cache
         if cached is not None and cached[0] is resource:
-            return cached[1]
-        scrubbed = self._attributes(resource.attributes, [], server=False)
+            return cached[1], cached[2]
+        fired: list[str] = []
+        scrubbed = self._attributes(resource.attributes, fired, server=False)
         result = resource if scrubbed is None else Resource(scrubbed, resource.schema_url)
-        self._resource_cache = (resource, result)  # one resource per provider: a one-entry cache
-        return result
+        self._resource_cache = (resource, result, tuple(fired))  # one resource per provider
+        return result, tuple(fired)
 
     # -- one value -------------------------------------------------------------------------------
 
@@ -309,23 +320,25 @@ class Scrubber:
     ) -> str:
         value = self._bounded(value)
         if key in _SQL_KEYS:
-            if value in self._clean_statements:
-                return value
-            before = len(fired)
-            value = self._statement(value, fired, attributes)
-            if len(fired) == before and len(value) <= _MAX_CLEAN_TEXT_CHARS * 4:
-                value = self._clean_or_scrubbed(value, fired)
-                if len(fired) == before:
-                    if len(self._clean_statements) >= _MAX_CLEAN_TEXTS:
-                        self._clean_statements.clear()
-                    self._clean_statements.add(value)
-                return value
-        elif self._values.hashing and (key in _CLIENT_ADDRESS_KEYS or (server and key in _SERVER_PEER_KEYS)):
+            return self._sql_text(value, fired, attributes)
+        if self._values.hashing and (key in _CLIENT_ADDRESS_KEYS or (server and key in _SERVER_PEER_KEYS)):
             pseudonym = self._client_address(value)
             if pseudonym is not None:
                 fired.append("ip-address")
                 return pseudonym
         return self._clean_or_scrubbed(value, fired, allow_ip=key not in _INFRASTRUCTURE_KEYS)
+
+    def _sql_text(self, statement: str, fired: list[str], attributes: Mapping[str, Any] | None) -> str:
+        """Sanitize a statement, then run the value rules that apply to SQL over what is left."""
+        if statement in self._clean_statements:
+            return statement
+        before = len(fired)
+        result = self._values.scrub_text(self._statement(statement, fired, attributes), fired, sql=True)
+        if len(fired) == before and len(statement) <= _MAX_CLEAN_TEXT_CHARS * 4:
+            if len(self._clean_statements) >= _MAX_CLEAN_TEXTS:
+                self._clean_statements.clear()
+            self._clean_statements.add(statement)
+        return result
 
     def _clean_or_scrubbed(self, text: str, fired: list[str], *, allow_ip: bool = True) -> str:
         # A text clean with the ip-address rule is clean without it too, not the other way round.

@@ -79,7 +79,9 @@ def test_key_words_split(name, words):
         ("client_secret", SECRET_KEY),
         ("csrfmiddlewaretoken", SECRET_KEY),
         ("card_number", SECRET_KEY),
-        ("key", SECRET_KEY),
+        ("key", None),
+        ("app.sessionid", COOKIE),
+        ("jwt.exceptions.DecodeError", None),
         ("gen_ai.usage.input_tokens", None),
         ("token_count", None),
         ("token_type", None),
@@ -253,6 +255,20 @@ def test_span_name_and_links_scrubbed():
     assert scrubbed.name == "GET /users/[Filtered:email]"
     assert scrubbed.links[0].attributes["origin"] == "[Filtered:email]"
     assert scrubbed.links[0].context == link.context
+
+
+def test_status_description_scrubbed():
+    from opentelemetry.trace.status import Status, StatusCode
+
+    span = ReadableSpan(
+        name="POST /login",
+        context=SpanContext(TRACE_ID, 0x2, False),
+        status=Status(StatusCode.ERROR, "ValueError: no account for ops@example.com"),
+    )
+    scrubbed = Scrubber().scrub_span(span)
+    assert scrubbed.status.status_code is StatusCode.ERROR
+    assert scrubbed.status.description == "ValueError: no account for [Filtered:email]"
+    assert scrubbed.attributes[SUMMARY_RULES] == ("email",)
 
 
 def test_resource_scrubbed_once():
