@@ -28,7 +28,7 @@ _SECRET_WORDS = frozenset(
     }
 )
 # Word stems that make a word secret wherever they appear in it (``pgpassword``, ``clientsecret``).
-_SECRET_STEMS = ("password", "passwd", "secret", "credential", "passphrase", "apikey", "privatekey")
+_SECRET_STEM = re.compile("password|passwd|secret|credential|passphrase|apikey|privatekey")
 # Concatenated OAuth-style names end with ``token`` (``accesstoken``, ``csrfmiddlewaretoken``).
 _SECRET_SUFFIXES = ("token",)
 # Two consecutive words that together name a secret.
@@ -111,8 +111,10 @@ class KeyRules:
             return COOKIE
         if words[-1] in _DESCRIPTOR_WORDS and len(words) > 1:
             return None
+        if _SECRET_STEM.search(lowered) is not None:
+            return SECRET_KEY
         for index, word in enumerate(words):
-            if self._is_secret_word(word):
+            if word in _SECRET_WORDS or word.endswith(_SECRET_SUFFIXES):
                 return SECRET_KEY
             if index and (words[index - 1], word) in _SECRET_PAIRS:
                 return SECRET_KEY
@@ -124,11 +126,3 @@ class KeyRules:
             if any(tuple(words[i : i + width]) == sequence for i in range(len(words) - width + 1)):
                 return True
         return False
-
-    @staticmethod
-    def _is_secret_word(word: str) -> bool:
-        if word in _SECRET_WORDS:
-            return True
-        if word.endswith(_SECRET_SUFFIXES):
-            return True
-        return any(stem in word for stem in _SECRET_STEMS)

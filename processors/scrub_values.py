@@ -96,7 +96,8 @@ _VENDOR_TOKEN = re.compile(
     r"|hooks\.slack\.com/services/[A-Za-z0-9/]{20,}"
 )
 _VENDOR_HINT = re.compile(
-    r"gh|github_pat_|glpat-|xox|xapp-|_live_|_test_|whsec_|sntry|AIza|sk-|npm_|pypi-|SG\.|SK|shp|hv[sb]\.|dop_v1_|hooks\.slack"
+    r"gh[pousr]_|github_pat_|glpat-|xox[abposrce]-|xapp-|_live_|_test_|whsec_|sntry|AIza|sk-|npm_|pypi-"
+    r"|SG\.|SK[0-9a-f]{8}|shp(?:at|ss|ca|pa)_|hv[sb]\.|dop_v1_|hooks\.slack"
 )
 # No token, key, card number or IBAN is shorter than this, so shorter texts skip those rules.
 _MIN_TOKEN_CHARS = 13
@@ -121,7 +122,8 @@ _IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(
 _SSN = re.compile(r"(\d(?<![\w-]\d)\d\d)-(\d{2})-(\d{4})(?![\w-])")
 
 _IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w]|\.\w)")
-_IPV6 = re.compile(r"(?<![\w:.%])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{2,39}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
+_IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f:]|::")
+_IPV6 = re.compile(r"[0-9A-Fa-f:](?<![\w:.%][0-9A-Fa-f:])[0-9A-Fa-f:]{1,38}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
 
 _SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(?:\(Background on|\[SQL|\Z))", re.DOTALL)
 _SQL_TEXT = re.compile(r"\[SQL: (.*?)\](?=\s*(?:\[parameters|\(Background on|\Z))", re.DOTALL)
@@ -133,16 +135,16 @@ _MYSQL_DUPLICATE = re.compile(r"(Duplicate entry ')(.*?)(' for key)")
 # -- validators --------------------------------------------------------------------------------
 
 
-_SECRET_WORD_HINTS = (
-    "pass", "pwd", "secret", "token", "auth", "credential", "key", "csrf", "xsrf", "ssn", "cvv",
-    "cvc", "pin", "sig", "jwt", "otp", "cookie", "card", "session",
+# Prefilter of the secret-assignment rule, run on the lower-cased text: a word that `KeyRules`
+# may call secret, then the rest of its key and a separator.
+_ASSIGNMENT_HINT = re.compile(
+    r"(?:pass|pwd|secret|token|auth|credential|key|csrf|xsrf|ssn|cvv|cvc|pin|sig|jwt|otp|cookie|card|session)"
+    r"[\w.-]*[\"']?[ \t]*[=:]"
 )
 
 
 def _has_secret_word(text: str) -> bool:
-    """Prefilter of the secret-assignment rule: a word that `KeyRules` may call secret."""
-    lowered = text.lower()
-    return any(hint in lowered for hint in _SECRET_WORD_HINTS)
+    return _ASSIGNMENT_HINT.search(text.lower()) is not None
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -282,9 +284,10 @@ class ValueRules:
                 text = self._replace(text, fired, self._validated(_SSN, text, "us-ssn", _ssn_valid))
             if "." in text and allow_ip and on["ip-address"]:
                 text = self._replace(text, fired, self._ipv4(text))
-        if long_enough and on["iban"] and _IBAN.search(text) is not None:
-            text = self._replace(text, fired, self._ibans(text))
-        if allow_ip and on["ip-address"] and text.count(":") >= 2:
+            # An IBAN has at least three digits in a row after its country code.
+            if long_enough and on["iban"] and _IBAN.search(text) is not None:
+                text = self._replace(text, fired, self._ibans(text))
+        if allow_ip and on["ip-address"] and ":" in text and _IPV6_HINT.search(text) is not None:
             text = self._replace(text, fired, self._ipv6(text))
         for name, finditer in self._custom:
             text = self._replace(text, fired, ((start, end, marker(name), name) for start, end in finditer(text)))

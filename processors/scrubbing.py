@@ -13,6 +13,7 @@ error is logged (rate-limited by the internal-error guard). The raw value never 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -71,6 +72,9 @@ _TRUNCATED = "...[truncated]"
 _MAX_CACHED_KEYS = 4096
 _MAX_CLEAN_TEXTS = 8192
 _MAX_CLEAN_TEXT_CHARS = 512
+# A key made of short dotted words cannot contain an address, token or card number, so its text
+# skips the value rules (segments up to 14 letters, or 12 characters with digits).
+_PLAIN_KEY = re.compile(r"(?:[A-Za-z_][A-Za-z_\-]{0,13}|[A-Za-z_][A-Za-z0-9_\-]{0,11})(?:\.(?:[A-Za-z_][A-Za-z_\-]{0,13}|[A-Za-z_][A-Za-z0-9_\-]{0,11}))*")
 # Key profiles, see `Scrubber._profile`.
 _SAFE = object()
 _PLAIN = object()
@@ -139,7 +143,12 @@ class Scrubber:
         fired: list[str] = []
         name = self._text(span.name, fired)
         server = span.kind is SpanKind.SERVER
-        attributes = self._attributes(span.attributes, fired, server=server)
+        # ReadableSpan.attributes wraps its attributes in a MappingProxyType, which hides the fast
+        # dict of BoundedAttributes from `_items`; read the wrapped mapping when the SDK has one.
+        raw_attributes = getattr(span, "_attributes", None)
+        if raw_attributes is None:
+            raw_attributes = span.attributes
+        attributes = self._attributes(raw_attributes, fired, server=server)
         events = self._events(span.events, fired, server=server)
         links = self._links(span.links, fired)
         status = self._status(span.status, fired)
@@ -147,7 +156,7 @@ class Scrubber:
         fired.extend(resource_rules)
         if not fired:
             return span
-        summary = dict(attributes if attributes is not None else span.attributes or {})
+        summary = attributes if attributes is not None else dict(_items(raw_attributes))
         summary[SUMMARY_COUNT] = len(fired)
         summary[SUMMARY_RULES] = tuple(sorted(set(fired)))
         changes: dict[str, Any] = {"name": name, "attributes": summary, "resource": resource, "status": status}
@@ -174,21 +183,31 @@ class Scrubber:
         profiles = self._key_profiles
         clean = self._clean_texts
         result: dict[str, Any] = {}
-        for key, value in attributes.items():
+        for key, value in _items(attributes):
             profile = profiles.get(key)
             if profile is None:
                 profile = self._profile(key)
-            # Fast path: most keys are ordinary and most values were seen before or are numbers.
             if profile is _SAFE:
                 result[key] = value
                 continue
-            if profile is _PLAIN:
-                kind = type(value)
-                if (kind is str and value in clean) or (kind is not str and kind is not tuple and kind is not list):
-                    result[key] = value
-                    continue
-            new_key = self._key(key, fired)
-            result[new_key] = self._guarded_value(key, value, fired, attributes, server)
+            kind = type(value)
+            try:
+                if profile is _PLAIN:
+                    # Fast path: an ordinary key, with a number or a string seen clean before, or a
+                    # string that only the value rules look at.
+                    if kind is str:
+                        result[key] = value if value in clean else self._clean_or_scrubbed(self._bounded(value), fired)
+                        continue
+                    if kind is not tuple and kind is not list:
+                        result[key] = value
+                        continue
+                result[self._key(key, fired)] = self.scrub_value(key, value, fired, attributes=attributes, server=server)
+            except Exception as error:  # noqa: BLE001 - fail closed: the raw value must never pass
+                if guard.RAISE_INTERNAL_ERRORS:
+                    raise
+                guard.report_internal_error("privacy scrubbing", error)
+                fired.append(SCRUB_ERROR)
+                result[marker(SCRUB_ERROR)] = marker(SCRUB_ERROR)
         return result if len(fired) > before else None
 
     def _profile(self, key: str) -> object:
@@ -196,7 +215,7 @@ class Scrubber:
         if key in self._safe_exact or (self._safe_prefixes and key.startswith(self._safe_prefixes)):
             profile = _SAFE
         elif (
-            self._key(key, []) != key
+            (_PLAIN_KEY.fullmatch(key) is None and self._key(key, []) != key)
             or self.key_rule(key) is not None
             or key in _SQL_KEYS
             or key in _INFRASTRUCTURE_KEYS
@@ -273,18 +292,6 @@ class Scrubber:
         fired.extend(cached[1])
         return cached[0]
 
-    def _guarded_value(
-        self, key: str, value: Any, fired: list[str], attributes: Mapping[str, Any], server: bool
-    ) -> Any:
-        try:
-            return self.scrub_value(key, value, fired, attributes=attributes, server=server)
-        except Exception as error:  # noqa: BLE001 - fail closed: the raw value must never pass
-            if guard.RAISE_INTERNAL_ERRORS:
-                raise
-            guard.report_internal_error("privacy scrubbing", error)
-            fired.append(SCRUB_ERROR)
-            return marker(SCRUB_ERROR)
-
     def scrub_value(
         self,
         key: str,
@@ -359,7 +366,7 @@ class Scrubber:
             return text
         try:
             return self._clean_or_scrubbed(self._bounded(text), fired)
-        except Exception as error:  # noqa: BLE001 - fail closed, as in _guarded_value
+        except Exception as error:  # noqa: BLE001 - fail closed, as in _attributes
             if guard.RAISE_INTERNAL_ERRORS:
                 raise
             guard.report_internal_error("privacy scrubbing", error)
@@ -419,6 +426,17 @@ class Scrubber:
         from raptorflow_otel.processors.scrub_events import scrub_event
 
         return scrub_event(self, event)
+
+
+def _items(attributes: Mapping[str, Any]) -> Any:  # noqa: ANN401 - an items view
+    """Iterate ``attributes`` as pairs, fast for the SDK's BoundedAttributes.
+
+    Iterating a BoundedAttributes through the Mapping interface costs a method call and a lookup
+    per key; its plain dict is read directly when it has one (opentelemetry-sdk 1.x keeps it in
+    ``_dict``). A finished span's attributes are immutable, so reading the dict is safe.
+    """
+    inner = getattr(attributes, "_dict", None)
+    return inner.items() if type(inner) is dict else attributes.items()
 
 
 def _command_without_arguments(statement: str) -> str:

@@ -201,6 +201,9 @@ def _exception_event(case: Case, context: Mapping[str, object]) -> Event:
     return Event("exception", _frozen(attributes), timestamp=END_TIME_NS - 1_000_000)
 
 
+_SHARED_RESOURCE = Resource(_RESOURCE_ATTRIBUTES)
+
+
 def build_span(case: Case) -> ReadableSpan:
     """Build the finished span that carries ``case.value`` at ``case.location``."""
     if case.location == "sentry_event":
@@ -229,9 +232,11 @@ def build_span(case: Case) -> ReadableSpan:
         linked = SpanContext(LINKED_TRACE_ID, LINKED_SPAN_ID, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
         links.append(Link(linked, _frozen({case.key: case.value})))
 
-    resource_attributes = dict(_RESOURCE_ATTRIBUTES)
+    # In a process every span of a provider shares one Resource object, so only a resource case
+    # gets a resource of its own.
+    resource = _SHARED_RESOURCE
     if case.location == "resource_attribute":
-        resource_attributes[case.key] = case.value
+        resource = Resource({**_RESOURCE_ATTRIBUTES, case.key: case.value})
 
     if case.location == "span_name":
         name = str(case.value)
@@ -242,7 +247,7 @@ def build_span(case: Case) -> ReadableSpan:
         name=name,
         context=SpanContext(TRACE_ID, SPAN_ID, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)),
         parent=SpanContext(TRACE_ID, PARENT_SPAN_ID, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)),
-        resource=Resource(resource_attributes),
+        resource=resource,
         attributes=_frozen(attributes),
         events=events,
         links=links,
