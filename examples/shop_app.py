@@ -1,7 +1,9 @@
 """Example shop service that the demo and the end-to-end tests run under the distro.
 
-The module contains no telemetry code: ``opentelemetry-instrument`` adds all of it from
-outside, configured by environment variables. It defines two ASGI apps:
+Apart from the support routes near the end, the module contains no telemetry code:
+``opentelemetry-instrument`` adds all of it from outside, configured by environment variables. The
+support routes call the OpenTelemetry API (a no-op without the distro), as app code that enriches
+its spans does. The module defines two ASGI apps:
 
 * ``app``, the shop: ``uvicorn shop_app:app --app-dir examples``
 * ``inventory_app``, the stock service that the shop calls over HTTP:
@@ -13,18 +15,25 @@ Settings, read once at import:
   (a file in the current directory).
 * ``SHOP_INVENTORY_URL``: base URL of the inventory service, default ``http://127.0.0.1:8001``.
 * ``SHOP_SLOW_SECONDS``: how long ``GET /slow`` sleeps before its query, in seconds, default 0.3.
+* ``SHOP_SUPPORT_CACHE_URL``: Redis URL of the support desk's ticket cache, e.g.
+  ``redis://default:<password>@cache.example.internal:6379/0``. Unset by default, which turns the
+  cache spans off. No connection is ever made (see `TicketCache`).
 """
 
 import importlib
 import logging
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ForeignKey, String, create_engine, func, make_url, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -41,6 +50,7 @@ class Settings:
     database_url: str
     inventory_url: str
     slow_seconds: float
+    support_cache_url: str | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -48,6 +58,7 @@ class Settings:
             database_url=os.environ.get("SHOP_DATABASE_URL", "sqlite:///./shop.db"),
             inventory_url=os.environ.get("SHOP_INVENTORY_URL", "http://127.0.0.1:8001").rstrip("/"),
             slow_seconds=float(os.environ.get("SHOP_SLOW_SECONDS", "0.3")),
+            support_cache_url=os.environ.get("SHOP_SUPPORT_CACHE_URL") or None,
         )
 
 
@@ -77,6 +88,20 @@ class Review(Base):
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
     rating: Mapped[int]
     comment: Mapped[str] = mapped_column(String(500), default="")
+
+
+class SupportTicket(Base):
+    __tablename__ = "support_tickets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Ticket number in the helpdesk that an imported ticket came from. None for tickets opened here.
+    external_ref: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    email: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(500))
+    message: Mapped[str] = mapped_column(String(5000), default="")
+    order_id: Mapped[int | None] = mapped_column(default=None)
+    # Lets the customer open the ticket from the link in the confirmation e-mail, without a login.
+    access_token: Mapped[str] = mapped_column(String(64), default=lambda: secrets.token_urlsafe(24))
 
 
 # (id, name, description, price)
@@ -334,6 +359,224 @@ def price_with_discount(price: float, code: str) -> float:
 def boom() -> dict[str, float]:
     """Price a basket with an expired discount code, so a plain ValueError escapes and returns 500."""
     return {"total": price_with_discount(49.0, "SPRING")}
+
+
+# --- Support desk -----------------------------------------------------------------------------
+#
+# These routes leak secrets and personal data into telemetry on purpose, the way real apps do.
+# They set span attributes and events from request data and inline literals in SQL. They pass the
+# caller's credentials on in the query, headers and URL of outgoing calls. Their exceptions quote
+# their input, and a failing batch insert lists the rows. They exist to test the distro's privacy
+# scrubber (tests/test_scrub_e2e.py, tests/test_scrub_properties.py), so do not copy them.
+
+
+class TicketIn(BaseModel):
+    email: str = Field(min_length=3, max_length=254)
+    subject: str = Field(min_length=1, max_length=500)
+    message: str = Field(default="", max_length=5000)
+    # The order number as the customer typed it, e.g. "A-1042".
+    order_ref: str | None = Field(default=None, max_length=500)
+
+
+class TicketOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    subject: str
+    order_id: int | None
+
+
+class CreatedTicket(TicketOut):
+    access_token: str
+
+
+class TicketSearch(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class TicketSummary(BaseModel):
+    id: int
+    subject: str
+
+
+class ImportedTicket(BaseModel):
+    external_ref: str = Field(min_length=1, max_length=64)
+    email: str = Field(min_length=3, max_length=254)
+    subject: str = Field(min_length=1, max_length=200)
+    message: str = Field(default="", max_length=5000)
+
+
+class TicketImport(BaseModel):
+    # The helpdesk database the tickets were exported from, e.g. postgresql://user:password@host/db.
+    source_url: str = Field(min_length=1, max_length=2000)
+    tickets: list[ImportedTicket] = Field(default_factory=list, max_length=1000)
+
+
+class FeedCheck(BaseModel):
+    feed_url: str = Field(min_length=1, max_length=2000)
+
+
+class TicketCache:
+    """Redis cache of ticket states for the support dashboard.
+
+    No Redis server runs in this example, so nothing is sent anywhere: `store` keeps the value in
+    memory and records the client spans that opentelemetry-instrumentation-redis records for a new
+    connection and one SET command. The AUTH span carries the URL's user name and password in
+    ``db.statement``, as redis-py sends them.
+    """
+
+    def __init__(self, url: str | None) -> None:
+        self._url = urlsplit(url) if url else None
+        self._values: dict[str, str] = {}
+        self._tracer = trace.get_tracer("shop.support.cache")
+
+    def store(self, key: str, value: str) -> None:
+        self._values[key] = value
+        if self._url is None:
+            return
+        username = unquote(self._url.username or "") or "default"
+        password = unquote(self._url.password or "")
+        self._record_command("AUTH", f"AUTH {username} {password}")
+        self._record_command("SET", f"SET {key} {value}")
+
+    def _record_command(self, command: str, statement: str) -> None:
+        assert self._url is not None
+        attributes = {
+            "db.system": "redis",
+            "db.statement": statement,
+            "db.redis.database_index": int(self._url.path.strip("/") or 0),
+            "net.peer.name": self._url.hostname or "",
+            "net.peer.port": self._url.port or 6379,
+            "net.transport": "ip_tcp",
+        }
+        with self._tracer.start_as_current_span(command, kind=SpanKind.CLIENT, attributes=attributes):
+            pass
+
+
+ticket_cache = TicketCache(settings.support_cache_url)
+
+# Headers with the calling agent's credentials that the shop passes on to the inventory service.
+AGENT_CREDENTIAL_HEADERS = ("authorization", "private-token", "x-shopify-access-token")
+
+
+@app.post("/support/tickets", response_model=CreatedTicket, status_code=201)
+def create_ticket(
+    body: TicketIn, x_support_identity: Annotated[str | None, Header()] = None
+) -> SupportTicket:
+    """Open a ticket. An ``order_ref`` that is not ``A-<number>`` raises ValueError (500).
+
+    ``X-Support-Identity`` is the customer's identity as the chat widget signed it, a JWT.
+    """
+    span = trace.get_current_span()
+    span.set_attribute("support.customer.email", body.email)
+    span.set_attribute("support.ticket.subject", body.subject)
+    span.add_event("support.ticket.received", {"support.ticket.message": body.message})
+    if x_support_identity:
+        span.add_event("support.customer.identified", {"support.identity": x_support_identity})
+
+    order_id = None
+    if body.order_ref:
+        # int() raises "invalid literal for int() with base 10: '<input>'", quoting the input.
+        order_id = int(body.order_ref.strip().removeprefix("A-"))
+
+    ticket = SupportTicket(email=body.email, subject=body.subject, message=body.message, order_id=order_id)
+    with Session(engine, expire_on_commit=False) as session:
+        session.add(ticket)
+        session.commit()
+    ticket_cache.store(f"support:ticket:{ticket.id}:state", "open")
+    return ticket
+
+
+@app.get("/support/tickets/{ticket_id}", response_model=TicketOut)
+def get_ticket(ticket_id: int, token: str) -> SupportTicket:
+    """Show a ticket to the customer who follows the link ``/support/tickets/<id>?token=<access token>``.
+
+    A wrong token returns 404, as a missing ticket does.
+    """
+    with Session(engine) as session:
+        ticket = session.get(SupportTicket, ticket_id)
+    if ticket is None or not secrets.compare_digest(ticket.access_token.encode(), token.encode()):
+        raise HTTPException(status_code=404, detail=f"Ticket {ticket_id} not found")
+    return ticket
+
+
+@app.post("/support/search", response_model=list[TicketSummary])
+def search_tickets(body: TicketSearch) -> list[TicketSummary]:
+    """Find tickets whose subject or message contains ``text``, newest first."""
+    # The search text is inlined as an SQL string literal, with its quotes doubled.
+    pattern = "%" + body.text.replace("'", "''") + "%"
+    statement = (
+        "SELECT id, subject FROM support_tickets "
+        f"WHERE subject LIKE '{pattern}' OR message LIKE '{pattern}' "
+        f"ORDER BY id DESC LIMIT {body.limit}"
+    )
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(statement).all()
+    return [TicketSummary(id=row.id, subject=row.subject) for row in rows]
+
+
+@app.get("/support/stock/{product_id}")
+async def support_stock(product_id: int, request: Request) -> dict[str, int]:
+    """Return a product's stock level, asking the inventory service with the agent's credentials.
+
+    The headers in `AGENT_CREDENTIAL_HEADERS` are passed on as they came. The inventory service's
+    older API takes its key in the query string, so ``X-Api-Key`` becomes ``?api_key=``.
+    """
+    headers = {name: request.headers[name] for name in AGENT_CREDENTIAL_HEADERS if name in request.headers}
+    api_key = request.headers.get("x-api-key")
+    params = {"api_key": api_key} if api_key else {}
+
+    async with httpx.AsyncClient(base_url=settings.inventory_url, timeout=5.0) as client:
+        response = await client.get(f"/inventory/{product_id}", params=params, headers=headers)
+        response.raise_for_status()
+    return {"product_id": product_id, "in_stock": int(response.json()["in_stock"])}
+
+
+@app.post("/support/integrations/check")
+async def check_stock_feed(body: FeedCheck) -> dict[str, int]:
+    """Fetch a partner's stock feed once, as the "test connection" button of a set-up page does.
+
+    The feed URL may carry credentials (``http://user:password@host/...?token=...``). Only URLs with
+    the inventory service's scheme, host and port are fetched, and other URLs return 422. So a
+    request never makes the shop call an address of the request's choosing. A feed that does not
+    return 200 with an ``in_stock`` field raises RuntimeError (500) whose message contains the URL.
+    """
+    try:
+        url = httpx.URL(body.feed_url)
+    except httpx.InvalidURL:
+        raise HTTPException(status_code=422, detail="feed_url is not a valid URL") from None
+    inventory = httpx.URL(settings.inventory_url)
+    if (url.scheme, url.host, url.port) != (inventory.scheme, inventory.host, inventory.port):
+        raise HTTPException(
+            status_code=422, detail="feed_url must use the scheme, host and port of SHOP_INVENTORY_URL"
+        )
+
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        response = await client.get(url)
+    if response.status_code != 200 or "in_stock" not in response.json():
+        raise RuntimeError(f"The stock feed {body.feed_url} is not usable: HTTP {response.status_code}")
+    return {"in_stock": int(response.json()["in_stock"])}
+
+
+@app.post("/support/import", status_code=201)
+def import_tickets(body: TicketImport) -> dict[str, int]:
+    """Import tickets exported from a legacy helpdesk, in one batch insert.
+
+    ``source_url`` is recorded on the span for auditing. Without ``tickets`` the rows would have to
+    be read from that database, which this example cannot do: it raises ConnectionError (500)
+    naming the URL, and never connects. An ``external_ref`` that exists already makes the insert
+    fail with IntegrityError (500), whose message lists the rows.
+    """
+    trace.get_current_span().set_attribute("support.import.source", body.source_url)
+    if not body.tickets:
+        raise ConnectionError(f"Cannot read tickets from {body.source_url}: this example has no driver for it")
+
+    rows = [ticket.model_dump() for ticket in body.tickets]
+    with engine.begin() as connection:
+        connection.execute(SupportTicket.__table__.insert(), rows)
+    return {"imported": len(rows)}
 
 
 # --- Inventory service ------------------------------------------------------------------------

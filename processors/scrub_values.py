@@ -17,10 +17,16 @@ import hmac
 import ipaddress
 import re
 from typing import Callable, Iterable, Iterator, Sequence
+from urllib.parse import quote_plus, unquote_plus
 
 from raptorflow_otel.processors.scrub_keys import COOKIE, SECRET_KEY, KeyRules
 
 __all__ = ["ValueRules", "BUILTIN_VALUE_RULES", "marker"]
+
+# A query pair: at the start of a text (``url.query``) or after ``?``, ``&`` or ``;``.
+_QUERY_PAIR = re.compile(r"(?:\A|(?<=[?&;]))([^=&#\s?;]+)=([^&#\s;]*)")
+# Encoded query values are decoded this many times at most (a value encoded twice is found too).
+_MAX_DECODE_DEPTH = 2
 
 # Names of the value rules, in the order they run.
 BUILTIN_VALUE_RULES = (
@@ -49,26 +55,35 @@ def marker(rule: str) -> str:
 
 # -- patterns ----------------------------------------------------------------------------------
 
+# Spaces may arrive as ``+`` or ``%20`` when a key was put in a URL; the block runs to its END
+# line or, when that was cut off, to the end of the text.
+_PEM_SPACE = r"(?:[ +]|%20)"
 _PRIVATE_KEY = re.compile(
-    r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    r"-----BEGIN(?:" + _PEM_SPACE + r"[A-Z0-9]+)*" + _PEM_SPACE + r"PRIVATE" + _PEM_SPACE + r"KEY(?:" + _PEM_SPACE + r"BLOCK)?-----"
+    r".*?(?:-----END(?:" + _PEM_SPACE + r"[A-Z0-9]+)*" + _PEM_SPACE + r"PRIVATE" + _PEM_SPACE + r"KEY(?:" + _PEM_SPACE + r"BLOCK)?-----|\Z)",
     re.DOTALL,
 )
 # The greedy run backs off to the last ``@`` before the host, so a password holding an
 # unencoded ``@`` is covered whole.
 _USERINFO = re.compile(r"(?<=[A-Za-z0-9+.-])://[^\s/?#]+@")
 
+# ``repr()`` and JSON write a line break inside a string as the two characters ``\n``, so a
+# value on the next line follows a letter. Every pattern that must start at a word boundary also
+# accepts such an escape before it (`_ESCAPE`), or a secret on a later line would slip through.
+_ESCAPE = r"\\[nrtfv0]"
+
 _KV = re.compile(
-    r"""(?<![\w.-])(?P<key>["']?-{0,2}[A-Za-z_][\w.-]*["']?)(?P<sep>[ \t]*[=:][ \t]*)"""
+    r"""(?:(?<![\w.-])|(?<=""" + _ESCAPE + r"""))(?P<key>["']?-{0,2}[A-Za-z_][\w.-]*["']?)(?P<sep>[ \t]*[=:][ \t]*)"""
     r"""(?P<value>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'"""
     r"""|(?:(?i:bearer|basic|digest|token|negotiate)[ \t]+)?[^\s&#,;"'<>(){}\[\]]+)"""
 )
 
-_BEARER = re.compile(r"(?i)\b(?:bearer|basic|digest)[ \t]+([A-Za-z0-9._~+/=-]{8,})")
+_BEARER = re.compile(r"(?i)(?:(?<![A-Za-z0-9_])|(?<=" + _ESCAPE + r"))(?:bearer|basic|digest)[ \t]+([A-Za-z0-9._~+/=-]{8,})")
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){0,2}")
 
 _AWS_ACCESS_KEY = re.compile(
-    r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+    r"(?:(?<![A-Za-z0-9])|(?<=" + _ESCAPE + r"))(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?![A-Za-z0-9])"
 )
 
 # Each branch starts with a literal, so the regex engine skips to candidates; the character
@@ -110,20 +125,20 @@ _EMAIL_MAX_LOCAL = 64
 # Digit-led patterns start with their first digit and check the character before it with a
 # two-character look-behind, so the engine still skips to digits in C.
 _DIGIT_CANDIDATE = re.compile(r"\d(?:[ .%-]?\d){2}")
-_CARD = re.compile(r"[2-6](?<![\w.-][2-6])\d(?:(?:[ -]|%20)?\d){11,17}(?![\w-]|\.\d)")
+_CARD = re.compile(r"[2-6](?:(?<![\w.-][2-6])|(?<=" + _ESCAPE + r"[2-6]))\d(?:(?:[ -]|%20)?\d){11,17}(?![\w-]|\.\d)")
 _CARD_PREFIXES = (
     "4", "34", "37", "36", "38", "30", "35", "6011", "62", "64", "65",
     *(str(n) for n in range(51, 56)),
     *(str(n) for n in range(2221, 2721)),
 )
 
-_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+_IBAN = re.compile(r"[A-Z](?:(?<![A-Za-z0-9][A-Z])|(?<=" + _ESCAPE + r"[A-Z]))[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 
-_SSN = re.compile(r"(\d(?<![\w-]\d)\d\d)-(\d{2})-(\d{4})(?![\w-])")
+_SSN = re.compile(r"(\d(?:(?<![\w-]\d)|(?<=" + _ESCAPE + r"\d))\d\d)-(\d{2})-(\d{4})(?![\w-])")
 
-_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?![\w]|\.\w)")
+_IPV4 = re.compile(r"\d(?:(?<![\w.]\d)|(?<=" + _ESCAPE + r"\d))\d{0,2}(?:\.\d{1,3}){3}(?![\w]|\.\w)")
 _IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f:]|::")
-_IPV6 = re.compile(r"[0-9A-Fa-f:](?<![\w:.%][0-9A-Fa-f:])[0-9A-Fa-f:]{1,38}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
+_IPV6 = re.compile(r"[0-9A-Fa-f:](?:(?<![\w:.%][0-9A-Fa-f:])|(?<=" + _ESCAPE + r"[0-9A-Fa-f:]))[0-9A-Fa-f:]{1,38}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
 
 _SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(?:\(Background on|\[SQL|\Z))", re.DOTALL)
 _SQL_TEXT = re.compile(r"\[SQL: (.*?)\](?=\s*(?:\[parameters|\(Background on|\Z))", re.DOTALL)
@@ -145,6 +160,11 @@ _ASSIGNMENT_HINT = re.compile(
 
 def _has_secret_word(text: str) -> bool:
     return _ASSIGNMENT_HINT.search(text.lower()) is not None
+
+
+def _after_escape(text: str, start: int) -> bool:
+    """Tell whether ``start`` follows an escape such as ``\\n`` (see `_ESCAPE`)."""
+    return start >= 2 and text[start - 2] == "\\" and text[start - 1] in "nrtfv0"
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -247,7 +267,9 @@ class ValueRules:
     def hashing(self) -> bool:
         return self._hash_key is not None
 
-    def scrub_text(self, text: str, fired: list[str], *, allow_ip: bool = True, sql: bool = False) -> str:
+    def scrub_text(
+        self, text: str, fired: list[str], *, allow_ip: bool = True, sql: bool = False, _depth: int = 0
+    ) -> str:
         """Return ``text`` with every finding replaced; append one rule name to ``fired`` per finding.
 
         Each detector runs only when its prefilter (substring tests, or one regex that the engine
@@ -255,12 +277,14 @@ class ValueRules:
         """
         on = self._on
         long_enough = len(text) >= _MIN_TOKEN_CHARS
+        if "-----BEGIN" in text and on["private-key"]:
+            text = self._replace(text, fired, self._simple(_PRIVATE_KEY, text, "private-key"))
+        if ("%" in text or "+" in text) and "=" in text and _depth < _MAX_DECODE_DEPTH:
+            text = self._scrub_encoded_query(text, fired, allow_ip, _depth)
         if "[" in text and on["sql-parameters"] and ("[parameters: " in text or "[SQL: " in text):
             text = self._scrub_sql_message(text, fired)
         if on["sql-parameters"] and ("Key (" in text or "Failing row" in text or "Duplicate entry" in text):
             text = self._replace(text, fired, self._database_detail_findings(text))
-        if "-----BEGIN" in text and on["private-key"]:
-            text = self._replace(text, fired, self._simple(_PRIVATE_KEY, text, "private-key"))
         if "://" in text and "@" in text and on["url-userinfo"]:
             text = self._replace(text, fired, self._userinfo(text))
         # In SQL, ``password_hash = :password_hash`` is a bind parameter and literals are already
@@ -314,6 +338,33 @@ class ValueRules:
         parts.append(text[copied:])
         return "".join(parts)
 
+    def _scrub_encoded_query(self, text: str, fired: list[str], allow_ip: bool, depth: int) -> str:
+        """Scrub percent- or plus-encoded query values in their decoded form.
+
+        ``payout=DE12+5001+0517+...`` or ``note=password%3Dhunter2`` hide their secret from the
+        rules until decoded. A value whose decoded form has findings is replaced by its scrubbed
+        form, encoded again; other values are left exactly as they were.
+        """
+        parts: list[str] = []
+        copied = 0
+        for match in _QUERY_PAIR.finditer(text):
+            value = match.group(2)
+            if "%" not in value and "+" not in value:
+                continue
+            decoded = unquote_plus(value)
+            inner: list[str] = []
+            scrubbed = self.scrub_text(decoded, inner, allow_ip=allow_ip, _depth=depth + 1)
+            if not inner:
+                continue
+            parts.append(text[copied : match.start(2)])
+            parts.append(quote_plus(scrubbed, safe="[]:"))
+            copied = match.end(2)
+            fired.extend(inner)
+        if not parts:
+            return text
+        parts.append(text[copied:])
+        return "".join(parts)
+
     @staticmethod
     def _simple(pattern: re.Pattern[str], text: str, rule: str) -> Iterator[Finding]:
         replacement = marker(rule)
@@ -362,7 +413,7 @@ class ValueRules:
             start = match.start()
             if match.group(0).startswith("hooks."):
                 start += len("hooks.slack.com/services/")  # keep the host, filter the secret path
-            elif start and (text[start - 1].isalnum() or text[start - 1] in "_-"):
+            elif start and (text[start - 1].isalnum() or text[start - 1] in "_-") and not _after_escape(text, start):
                 continue  # the prefix is inside a longer word, not a token's start
             yield start, match.end(), replacement, "vendor-token"
 
@@ -378,6 +429,8 @@ class ValueRules:
             if match is None:
                 return
             key = match.group("key").strip("\"'-")
+            if _after_escape(text, match.start("key") + 1):
+                key = key[1:]  # ``\npassword=``: the n belongs to the escape, not to the key
             if self._keys.rule_for(key) not in (SECRET_KEY, COOKIE):
                 # Not a secret: look again right after the separator, because the value may hold
                 # the next pair (``https://host/?token=...`` has the key ``https`` first).

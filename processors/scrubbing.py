@@ -54,6 +54,7 @@ _INFRASTRUCTURE_KEYS = frozenset(
     {
         "server.address", "server.socket.address", "network.local.address", "host.ip", "host.name",
         "net.host.ip", "net.host.name", "net.sock.host.addr", "db.connection_string.host",
+        "http.host", "http.server_name",
     }
 )
 # Keys whose value is the client's address on a server span.
