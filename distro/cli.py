@@ -7,7 +7,7 @@ import logging
 import sys
 
 from raptorflow_otel.distro.providers import package_version
-from raptorflow_otel.distro.settings import SETTINGS, load_settings, markdown_table, mask
+from raptorflow_otel.distro.settings import SETTINGS, Settings, load_settings, markdown_table, mask
 from raptorflow_otel.exporters import otlp
 
 
@@ -36,6 +36,36 @@ def _check_command(args: argparse.Namespace) -> int:
     for signal in ("TRACES", "METRICS"):
         endpoint = otlp.signal_endpoint(settings, signal)
         print(f"OTLP {signal.lower()}: {endpoint or 'off'} ({otlp.protocol(settings, signal)})")
+    print(_scrubbing_summary(settings))
+    return 0
+
+
+def _scrubbing_summary(settings: Settings) -> str:
+    if not settings["RAPTORFLOW_SCRUB_ENABLED"]:
+        return "Privacy scrubbing: OFF (RAPTORFLOW_SCRUB_ENABLED=false), raw data is exported"
+    parts = ["on"]
+    disabled = list(settings["RAPTORFLOW_SCRUB_DISABLED_RULES"])
+    if not settings["RAPTORFLOW_SCRUB_IP_ADDRESSES"]:
+        disabled.append("ip-address")
+    if disabled:
+        parts.append("rules off: " + ", ".join(sorted(set(disabled))))
+    patterns = len(settings["RAPTORFLOW_SCRUB_EXTRA_PATTERNS"])
+    if patterns:
+        parts.append(f"{patterns} extra pattern(s)")
+    parts.append("keyed pseudonyms" if settings["RAPTORFLOW_SCRUB_HASH_KEY"] else "no pseudonyms")
+    return "Privacy scrubbing: " + ", ".join(parts)
+
+
+def _scrub_command(args: argparse.Namespace) -> int:
+    """Print what the scrubber, configured by the current environment, makes of one value."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from raptorflow_otel.processors.scrubbing import Scrubber, ScrubOptions
+
+    scrubber = Scrubber(ScrubOptions.from_settings(load_settings()))
+    fired: list[str] = []
+    attributes = {"db.system": args.db_system} if args.db_system else None
+    print(scrubber.scrub_value(args.key, args.value, fired, attributes=attributes))
+    print("rules: " + (", ".join(fired) if fired else "none"), file=sys.stderr)
     return 0
 
 
@@ -52,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     settings.set_defaults(run=_settings_command)
     check = commands.add_parser("check", help="validate the current environment and show where telemetry goes")
     check.set_defaults(run=_check_command)
+    scrub = commands.add_parser(
+        "scrub",
+        help="print what privacy scrubbing makes of a value (to try RAPTORFLOW_SCRUB_* settings)",
+    )
+    scrub.add_argument("value", help="the attribute value, e.g. 'login failed for ops@example.com'")
+    scrub.add_argument("--key", default="message", help="the attribute key it is recorded under (default: message)")
+    scrub.add_argument("--db-system", help="the span's db.system, for db.statement values (e.g. redis)")
+    scrub.set_defaults(run=_scrub_command)
     return parser
 
 

@@ -438,3 +438,38 @@ def test_app_sentry_client_events_scrubbed(monkeypatch):
     frame = captured[0]["exception"]["values"][0]["stacktrace"]["frames"][-1]
     assert frame["vars"]["stripe_secret_key"] == "[Filtered:secret-key]"
     assert frame["vars"]["contact"] == "'[Filtered:email]'"
+
+
+# -- the raptorflow-otel command -----------------------------------------------------------------
+
+
+def test_scrub_command_prints_result(monkeypatch, capsys):
+    from raptorflow_otel.distro.cli import main
+
+    monkeypatch.delenv("RAPTORFLOW_SCRUB_DISABLED_RULES", raising=False)
+    assert main(["scrub", "--key", "exception.message", "login failed for ops@example.com"]) == 0
+    output = capsys.readouterr()
+    assert output.out == "login failed for [Filtered:email]\n"
+    assert output.err == "rules: email\n"
+
+
+def test_scrub_command_follows_settings(monkeypatch, capsys):
+    from raptorflow_otel.distro.cli import main
+
+    monkeypatch.setenv("RAPTORFLOW_SCRUB_EXTRA_PATTERNS", r"ORD-\d{4}")
+    assert main(["scrub", "order ORD-1234"]) == 0
+    assert capsys.readouterr().out == "order [Filtered:custom-1]\n"
+    assert main(["scrub", "--key", "db.statement", "--db-system", "redis", "AUTH default s3cret"]) == 0
+    assert capsys.readouterr().out == "AUTH ? ?\n"
+
+
+def test_check_command_reports_scrubbing(monkeypatch, capsys):
+    from raptorflow_otel.distro.cli import main
+
+    monkeypatch.setenv("RAPTORFLOW_SCRUB_DISABLED_RULES", "email")
+    monkeypatch.setenv("RAPTORFLOW_SCRUB_IP_ADDRESSES", "false")
+    main(["check"])
+    assert "Privacy scrubbing: on, rules off: email, ip-address, no pseudonyms" in capsys.readouterr().out
+    monkeypatch.setenv("RAPTORFLOW_SCRUB_ENABLED", "false")
+    main(["check"])
+    assert "Privacy scrubbing: OFF" in capsys.readouterr().out
