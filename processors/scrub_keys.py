@@ -24,7 +24,7 @@ _SECRET_WORDS = frozenset(
         "password", "passwd", "pwd", "pass", "passphrase", "secret", "secrets", "token", "auth",
         "authorization", "credential", "credentials", "creds", "apikey", "csrf", "xsrf", "ssn",
         "cvv", "cvc", "pin", "jwt", "signature", "sig", "otp", "totp", "privatekey",
-        "accesskey", "secretkey", "sessionkey", "mysqlpwd",
+        "accesskey", "secretkey", "sessionkey", "mysqlpwd", "pw", "hmac",
     }
 )
 # Word stems that make a word secret wherever they appear in it (``pgpassword``, ``clientsecret``).
@@ -37,20 +37,29 @@ _SECRET_PAIRS = frozenset(
         ("api", "key"), ("private", "key"), ("secret", "key"), ("access", "key"), ("session", "key"),
         ("signing", "key"), ("hmac", "key"), ("encryption", "key"), ("master", "key"),
         ("card", "number"), ("credit", "card"), ("security", "code"), ("account", "number"),
-        ("routing", "number"), ("social", "security"), ("mysql", "pwd"),
+        ("routing", "number"), ("social", "security"), ("mysql", "pwd"), ("account", "key"),
+        ("subscription", "key"), ("application", "key"), ("shared", "key"),
     }
 )
-# A name whose last word describes the secret instead of holding it (``token_type``,
-# ``password_length``, ``auth_method``) is not secret.
+# A word after the last secret word that describes the secret instead of holding it
+# (``token_type``, ``password_length``, ``auth.result``, ``llm.token_count.prompt``) makes the
+# name not secret.
 _DESCRIPTOR_WORDS = frozenset(
     {
         "count", "counts", "total", "length", "len", "size", "limit", "ttl", "type", "kind",
         "method", "scheme", "name", "id", "expires", "expiry", "expired", "expiration", "at",
         "age", "version", "present", "set", "enabled", "required", "changed", "policy",
-        "strength", "provider", "status", "valid", "mode", "source", "usage",
+        "strength", "provider", "status", "valid", "mode", "source", "usage", "algorithm", "alg",
+        "issuer", "iss", "audience", "aud", "result", "check", "checked", "channel", "owner",
+        "path", "prefix", "in", "endpoint", "url", "uri", "host", "format", "location", "scope",
+        "scopes", "kid", "rotation", "duration", "timeout", "attempts", "retries", "failed",
+        "failure", "success", "succeeded", "requested", "reset", "user", "username", "used",
         # An exception's type (``jwt.exceptions.DecodeError: ...``) names a failure, not a secret.
         "error", "errors", "exception", "exceptions", "warning",
     }
+)
+_PLAIN_KEY_KINDS = frozenset(
+    {"idempotency", "cache", "partition", "sort", "primary", "foreign", "public", "object", "message", "dedup", "dedupe", "lock", "routing"}
 )
 _COOKIE_WORDS = frozenset({"cookie", "cookies"})
 _COOKIE_NAMES = frozenset({"sessionid", "phpsessid", "jsessionid", "aspsessionid", "connect.sid"})
@@ -90,8 +99,10 @@ class KeyRules:
 
     def _classify(self, name: str) -> str | None:
         lowered = name.lower()
+        is_header = False
         for prefix in HEADER_PREFIXES:
             if lowered.startswith(prefix):
+                is_header = True
                 lowered = lowered[len(prefix):]
                 name = name[len(prefix):]
                 if lowered in _SECRET_HEADERS:
@@ -109,16 +120,24 @@ class KeyRules:
             return SECRET_KEY
         if any(word in _COOKIE_WORDS or word in _COOKIE_NAMES for word in words):
             return COOKIE
-        if words[-1] in _DESCRIPTOR_WORDS and len(words) > 1:
-            return None
-        if _SECRET_STEM.search(lowered) is not None:
-            return SECRET_KEY
+        last_secret = -1
         for index, word in enumerate(words):
-            if word in _SECRET_WORDS or word.endswith(_SECRET_SUFFIXES):
+            if (
+                word in _SECRET_WORDS
+                or word.endswith(_SECRET_SUFFIXES)
+                or _SECRET_STEM.search(word) is not None
+                or (index and (words[index - 1], word) in _SECRET_PAIRS)
+            ):
+                last_secret = index
+        if last_secret < 0:
+            # In a header name, a last word "key" names a credential (``X-RapidAPI-Key``),
+            # unless the word before it says what else it keys (``Idempotency-Key``).
+            if is_header and len(words) > 1 and words[-1] == "key" and words[-2] not in _PLAIN_KEY_KINDS:
                 return SECRET_KEY
-            if index and (words[index - 1], word) in _SECRET_PAIRS:
-                return SECRET_KEY
-        return None
+            return None
+        if any(word in _DESCRIPTOR_WORDS for word in words[last_secret + 1 :]):
+            return None
+        return SECRET_KEY
 
     def _contains_extra(self, words: list[str]) -> bool:
         for sequence in self._extra_sequences:

@@ -17,7 +17,7 @@ import hmac
 import ipaddress
 import re
 from typing import Callable, Iterable, Iterator, Sequence
-from urllib.parse import quote_plus, unquote_plus
+from urllib.parse import quote_plus, unquote, unquote_plus
 
 from raptorflow_otel.processors.scrub_keys import COOKIE, SECRET_KEY, KeyRules
 
@@ -63,9 +63,12 @@ _PRIVATE_KEY = re.compile(
     r".*?(?:-----END(?:" + _PEM_SPACE + r"[A-Z0-9]+)*" + _PEM_SPACE + r"PRIVATE" + _PEM_SPACE + r"KEY(?:" + _PEM_SPACE + r"BLOCK)?-----|\Z)",
     re.DOTALL,
 )
-# The greedy run backs off to the last ``@`` before the host, so a password holding an
-# unencoded ``@`` is covered whole.
-_USERINFO = re.compile(r"(?<=[A-Za-z0-9+.-])://[^\s/?#]+@")
+# ``user:password@`` ends at the first ``@`` that a host follows, so a password holding an
+# unencoded ``/``, ``?`` or ``@`` is covered whole; ``host:8080/path?mail=a@b.example`` is not
+# userinfo (a port follows the colon). A token alone (``token@host``) has none of those.
+_USERINFO = re.compile(
+    r"(?<=[A-Za-z0-9+.-])://(?:[^\s/?#@:\[]+:(?!\d{1,5}(?:[/?#]|\Z))[^\s]*?@(?=[\w.\-\[\]:%]+(?:[/?#\s'\"),;]|\Z))|[^\s/?#]+@)"
+)
 
 # ``repr()`` and JSON write a line break inside a string as the two characters ``\n``, so a
 # value on the next line follows a letter. Every pattern that must start at a word boundary also
@@ -73,14 +76,40 @@ _USERINFO = re.compile(r"(?<=[A-Za-z0-9+.-])://[^\s/?#]+@")
 _ESCAPE = r"\\[nrtfv0]"
 
 _KV = re.compile(
-    r"""(?:(?<![\w.-])|(?<=""" + _ESCAPE + r"""))(?P<key>["']?-{0,2}[A-Za-z_][\w.-]*["']?)(?P<sep>[ \t]*[=:][ \t]*)"""
-    r"""(?P<value>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'"""
-    r"""|(?:(?i:bearer|basic|digest|token|negotiate)[ \t]+)?[^\s&#,;"'<>(){}\[\]]+)"""
+    r"""(?:(?<![\w.-])|(?<=""" + _ESCAPE + r"""))(?P<key>\\?["']?-{0,2}[A-Za-z_][\w.-]*\\?["']?)"""
+    r"""(?P<sep>[ \t]*(?:=>|[=:])[ \t]*)"""
+    r"""(?P<value>%\(\w+\)s|\\"(?:[^"\\\n]|\\[^"\n])*\\"|[bBrRuU]?"(?:[^"\\\n]|\\.)*"|[bBrRuU]?'(?:[^'\\\n]|\\.)*'"""
+    r"""|(?:(?i:bearer|basic|digest|token|negotiate|aws4-hmac-sha256|aws)[ \t]+)?[^\s&#,;"'<>(){}\[\]]+)"""
 )
+# A value that is a bind parameter (``:password``, ``%(token)s``, ``?``) or a word describing the
+# secret (``password: str`` in a signature, ``token: refreshed``) is not a secret.
+_NOT_A_SECRET_VALUE = re.compile(r"\?\d*|:[A-Za-z_]\w*|%\(\w+\)s|%s|\$\d+|@\w+|\*+|<[\w -]*>")
+_NOT_A_SECRET_WORDS = frozenset(
+    {
+        "ok", "valid", "invalid", "refreshed", "expired", "missing", "required", "none", "null",
+        "true", "false", "yes", "no", "success", "failed", "set", "unset", "present", "absent",
+        "empty", "redacted", "hidden", "str", "bytes", "int", "bool", "float", "any", "optional",
+        "secretstr", "dict", "list", "n/a", "on", "off", "enabled", "disabled",
+    }
+)
+# Keys whose unquoted value in a text runs to the end of the line: an Authorization header has
+# spaces and commas inside (``Digest username="...", response="..."``).
+_WHOLE_LINE_KEYS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+# Command-line flags: ``--password hunter2``, ``mysql -phunter2``, ``curl -u user:password``.
+_CLI_FLAG = re.compile(r"(?<!\S)(--?[A-Za-z][\w-]*)[ \t]+(?!-)(\S+)")
+_MYSQL_PASSWORD_FLAG = re.compile(r"(?<!\S)-p(?!assword)(\S+)")
+_USER_FLAG = re.compile(r"(?<!\S)(?:-u|--user)[ \t]+[^\s:]+:(\S+)")
+# ``<Password>hunter2</Password>``
+_XML_ELEMENT = re.compile(r"<([A-Za-z_][\w.-]*)>([^<]{1,1000})</\1>")
 
 _BEARER = re.compile(r"(?i)(?:(?<![A-Za-z0-9_])|(?<=" + _ESCAPE + r"))(?:bearer|basic|digest)[ \t]+([A-Za-z0-9._~+/=-]{8,})")
 
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*){0,2}")
+# A JOSE header is a base64url JSON object, so it starts with ``ey`` (``{"`` is ``eyJ``, ``{ "`` is
+# ``eyA``). A signed token (JWS) has a JSON payload too; an encrypted one (JWE) has five parts.
+_JWT = re.compile(
+    r"ey[JAI][A-Za-z0-9_-]{4,}\.(?:ey[JAI][A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+    r"|[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})(?:\.[A-Za-z0-9_-]*){0,2}"
+)
 
 _AWS_ACCESS_KEY = re.compile(
     r"(?:(?<![A-Za-z0-9])|(?<=" + _ESCAPE + r"))(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?![A-Za-z0-9])"
@@ -92,7 +121,9 @@ _VENDOR_TOKEN = re.compile(
     r"(?:"
     r"gh[pousr]_[A-Za-z0-9]{36,255}"
     r"|github_pat_[A-Za-z0-9_]{22,255}"
-    r"|glpat-[A-Za-z0-9_-]{20,}"
+    r"|gl(?:pat|rt|dt|ptt|cbt|oas|soat|imt|ft|agent)-[A-Za-z0-9_-]{20,}"
+    r"|ya29\.[A-Za-z0-9_-]{20,}"
+    r"|GOCSPX-[A-Za-z0-9_-]{20,}"
     r"|xox[abposrce]-[A-Za-z0-9-]{10,}"
     r"|xapp-\d-[A-Za-z0-9-]{10,}"
     r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"
@@ -106,33 +137,45 @@ _VENDOR_TOKEN = re.compile(
     r"|SK[0-9a-f]{32}"
     r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}"
     r"|hv[sb]\.[A-Za-z0-9_-]{24,}"
-    r"|dop_v1_[a-f0-9]{64}"
+    r"|do[opr]_v1_[a-f0-9]{64}"
     r")(?![A-Za-z0-9_-])"
     r"|hooks\.slack\.com/services/[A-Za-z0-9/]{20,}"
 )
 _VENDOR_HINT = re.compile(
-    r"gh[pousr]_|github_pat_|glpat-|xox[abposrce]-|xapp-|_live_|_test_|whsec_|sntry|AIza|sk-|npm_|pypi-"
-    r"|SG\.|SK[0-9a-f]{8}|shp(?:at|ss|ca|pa)_|hv[sb]\.|dop_v1_|hooks\.slack"
+    r"gh[pousr]_|github_pat_|gl[a-z]{1,6}-|ya29\.|GOCSPX-|xox[abposrce]-|xapp-|_live_|_test_|whsec_|sntry|AIza|sk-|npm_|pypi-"
+    r"|SG\.|SK[0-9a-f]{8}|shp(?:at|ss|ca|pa)_|hv[sb]\.|do[opr]_v1_|hooks\.slack"
 )
 # No token, key, card number or IBAN is shorter than this, so shorter texts skip those rules.
 _MIN_TOKEN_CHARS = 13
 
 # Anchored at the ``@`` so that the regex engine skips to it; the local part is found backwards.
-_EMAIL_DOMAIN = re.compile(r"(?:@|%40)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])")
+# The at sign also as ``%40`` (percent-encoded once or twice), ``&#64;`` (HTML) and ``\\u0040``
+# (JSON); domain labels may hold any letter (``exämple.com``).
+_AT_SIGNS = ("@", "%40", "%2540", "&#64;", "\\u0040")
+_EMAIL_DOMAIN = re.compile(
+    r"(?:@|%40|%2540|&#64;|\\u0040)[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*\.[^\W\d_]{2,24}(?![\w-])"
+)
 _EMAIL_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-'")
 _EMAIL_MAX_LOCAL = 64
 
 # Digit-led patterns start with their first digit and check the character before it with a
 # two-character look-behind, so the engine still skips to digits in C.
 _DIGIT_CANDIDATE = re.compile(r"\d(?:[ .%-]?\d){2}")
-_CARD = re.compile(r"[2-6](?:(?<![\w.-][2-6])|(?<=" + _ESCAPE + r"[2-6]))\d(?:(?:[ -]|%20)?\d){11,17}(?![\w-]|\.\d)")
+_CARD = re.compile(
+    r"[2-68](?:(?<![A-Za-z0-9.-][2-68])|(?<=" + _ESCAPE + r"[2-68]))\d(?:(?:[ .\u00a0-]|%20)?\d){11,17}(?![\w-]|\.\d)"
+)
+# Issuer prefixes: Visa, Amex, Diners, JCB, Discover, UnionPay, Mastercard (51-55, 2221-2720),
+# Maestro (50, 56-58, 63, 67), Mir (2200-2204), RuPay (60, 81, 82), Elo and Verve (50xx, 65xx).
 _CARD_PREFIXES = (
-    "4", "34", "37", "36", "38", "30", "35", "6011", "62", "64", "65",
-    *(str(n) for n in range(51, 56)),
+    "4", "34", "37", "36", "38", "30", "35", "6011", "62", "64", "65", "60", "63", "67", "81", "82",
+    *(str(n) for n in range(50, 59)),
+    *(str(n) for n in range(2200, 2205)),
     *(str(n) for n in range(2221, 2721)),
 )
 
-_IBAN = re.compile(r"[A-Z](?:(?<![A-Za-z0-9][A-Z])|(?<=" + _ESCAPE + r"[A-Z]))[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+_IBAN = re.compile(
+    r"[A-Za-z](?:(?<![A-Za-z0-9][A-Za-z])|(?<=" + _ESCAPE + r"[A-Za-z]))[A-Za-z]\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])"
+)
 
 _SSN = re.compile(r"(\d(?:(?<![\w-]\d)|(?<=" + _ESCAPE + r"\d))\d\d)-(\d{2})-(\d{4})(?![\w-])")
 
@@ -140,11 +183,33 @@ _IPV4 = re.compile(r"\d(?:(?<![\w.]\d)|(?<=" + _ESCAPE + r"\d))\d{0,2}(?:\.\d{1,
 _IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f:]|::")
 _IPV6 = re.compile(r"[0-9A-Fa-f:](?:(?<![\w:.%][0-9A-Fa-f:])|(?<=" + _ESCAPE + r"[0-9A-Fa-f:]))[0-9A-Fa-f:]{1,38}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
 
-_SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(?:\(Background on|\[SQL|\Z))", re.DOTALL)
+# SQLAlchemy's error text: ``[SQL: ...]`` then ``[parameters: ...]`` on the next line.
+_SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=[ \t]*(?:\n|\(Background on|\[SQL|\Z))", re.DOTALL)
 _SQL_TEXT = re.compile(r"\[SQL: (.*?)\](?=\s*(?:\[parameters|\(Background on|\Z))", re.DOTALL)
-_PG_KEY_DETAIL = re.compile(r"(Key \([^)\n]*\)=\()(.*?)(\)(?: already exists| is not present| conflicts)?)")
+# SQLAlchemy's echo log: ``[generated in 0.00015s] ('row', 'values')``.
+_SQL_ECHO_PARAMETERS = re.compile(r"(\[(?:generated in|cached since) [\d.]+s(?: ago)?\] )(.+)")
+# Database error details that quote the row: PostgreSQL ``Key (email)=(...)``, also with an
+# expression column (``lower(name::text)``), and ``Failing row contains (...)``.
+_PG_KEY_DETAIL = re.compile(
+    r"((?i:key) \((?:[^()\n]|\([^()\n]*\))*\)=\()(.*?)(\)(?= already exists| is not present| conflicts|\.?\s*$|\.?\s*\n))",
+    re.MULTILINE,
+)
 _PG_FAILING_ROW = re.compile(r"(Failing row contains \()(.*?)(\)\.?)(?=\s|\Z)", re.DOTALL)
+# A rejected input value: PostgreSQL ``invalid input syntax for type integer: "..."``, MySQL
+# ``Incorrect integer value: '...'`` and ``near '...' at line 1``.
+_QUOTED_INPUT = re.compile(
+    r"((?:invalid input (?:syntax|value) for (?:type |enum )?[\w ]+|Incorrect [\w ]+ value): )"
+    r"(\"(?:[^\"\n])*\"|'(?:[^'\n]|'')*')"
+)
+_MYSQL_NEAR = re.compile(r"(near ')(.*)(' at line \d+)")
+# psycopg's ``LINE 1: ...VALUES ('row', ...)``: the statement line with the caret under it.
+_SQL_ERROR_LINE = re.compile(r"^(LINE \d+: )(.+)$", re.MULTILINE)
+# A Redis command quoted in a client error: ``Command # 1 (AUTH default <password>) of pipeline``.
+_REDIS_COMMAND_IN_TEXT = re.compile(r"(\((?:AUTH|HELLO \d+ AUTH|CONFIG SET (?:requirepass|masterauth)|ACL SETUSER)\b)([^)\n]*)\)", re.IGNORECASE)
 _MYSQL_DUPLICATE = re.compile(r"(Duplicate entry ')(.*?)(' for key)")
+_DATABASE_DETAIL_HINT = re.compile(
+    r"[Kk]ey \(|Failing row|Duplicate entry|invalid input|Incorrect |near '|LINE \d|generated in|cached since|\((?i:auth|hello|config|acl) "
+)
 
 
 # -- validators --------------------------------------------------------------------------------
@@ -153,8 +218,8 @@ _MYSQL_DUPLICATE = re.compile(r"(Duplicate entry ')(.*?)(' for key)")
 # Prefilter of the secret-assignment rule, run on the lower-cased text: a word that `KeyRules`
 # may call secret, then the rest of its key and a separator.
 _ASSIGNMENT_HINT = re.compile(
-    r"(?:pass|pwd|secret|token|auth|credential|key|csrf|xsrf|ssn|cvv|cvc|pin|sig|jwt|otp|cookie|card|session)"
-    r"[\w.-]*[\"']?[ \t]*[=:]"
+    r"(?:pass|pwd|pw|secret|token|auth|credential|key|csrf|xsrf|ssn|cvv|cvc|pin|sig|jwt|otp|cookie|card|session|hmac)"
+    r"[\w.-]*(?:\\?[\"']?[ \t]*(?:[=:]|=>)|>|[ \t]+\S)|(?<!\S)-p\S|(?<!\S)(?:-u|--user)[ \t]"
 )
 
 
@@ -165,6 +230,31 @@ def _has_secret_word(text: str) -> bool:
 def _after_escape(text: str, start: int) -> bool:
     """Tell whether ``start`` follows an escape such as ``\\n`` (see `_ESCAPE`)."""
     return start >= 2 and text[start - 2] == "\\" and text[start - 1] in "nrtfv0"
+
+
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_UNICODE_ESCAPE = re.compile(r"\\u00([0-9A-Fa-f]{2})")
+
+
+def _decode(text: str) -> str:
+    """Undo percent-encoding and JSON's ``\\u00XX`` escapes (only those two)."""
+    if "\\u00" in text:
+        text = _UNICODE_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), text)
+    if "%" in text and _PERCENT_ESCAPE.search(text) is not None:
+        text = unquote(text)
+    return text
+
+
+def _is_placeholder(value: str) -> bool:
+    """Tell a bind parameter, a type name or a status word from a secret value."""
+    bare = value.strip(",.;)")
+    return _NOT_A_SECRET_VALUE.fullmatch(bare) is not None or bare.lower() in _NOT_A_SECRET_WORDS
+
+
+def _end_of_line(text: str, start: int) -> int:
+    """Index of the next line break, written as a character or as the escape ``\\n``."""
+    ends = [index for index in (text.find("\n", start), text.find("\\n", start)) if index >= 0]
+    return min(ends) if ends else len(text)
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -180,7 +270,7 @@ def _luhn_valid(digits: str) -> bool:
 
 
 def _is_card_number(text: str) -> bool:
-    digits = "".join(char for char in text.replace("%20", "") if char.isdigit())
+    digits = "".join(char for char in text.replace("%20", "") if "0" <= char <= "9")
     return 13 <= len(digits) <= 19 and digits.startswith(_CARD_PREFIXES) and _luhn_valid(digits)
 
 
@@ -217,14 +307,21 @@ def _is_url_host(text: str, start: int) -> bool:
 def _ipv4_valid(text: str, start: int, candidate: str) -> bool:
     if any(int(octet) > 255 for octet in candidate.split(".")):
         return False
-    # ``Chrome/120.0.0.0`` in a user agent is a version, not an address.
+    # ``Chrome/120.0.0.0`` in a user agent, or ``version 4.1.0.2``, is a version, not an address.
     if start >= 2 and text[start - 1] == "/" and text[start - 2].isalnum():
+        return False
+    if text[max(0, start - 9) : start].lower().endswith(_VERSION_WORDS):
         return False
     return not _is_url_host(text, start)
 
 
+_VERSION_WORDS = ("version ", "version: ", "version=", "ver ", "release ", "v")
+
+
 def _ipv6_valid(text: str, start: int, candidate: str) -> bool:
-    if _is_url_host(text, start):
+    # Real addresses have a digit (``fe80::1``, ``2001:db8::``); ``::`` or ``cafe::babe`` in a text
+    # is code or a name.
+    if _is_url_host(text, start) or not any(char.isdigit() for char in candidate):
         return False
     address = candidate.split("%", 1)[0]
     if address.count(":") < 2:
@@ -279,27 +376,26 @@ class ValueRules:
         long_enough = len(text) >= _MIN_TOKEN_CHARS
         if "-----BEGIN" in text and on["private-key"]:
             text = self._replace(text, fired, self._simple(_PRIVATE_KEY, text, "private-key"))
-        if ("%" in text or "+" in text) and "=" in text and _depth < _MAX_DECODE_DEPTH:
+        encoded = ("%" in text or "+" in text or "\\u00" in text) and _depth < _MAX_DECODE_DEPTH
+        if encoded and "=" in text:
             text = self._scrub_encoded_query(text, fired, allow_ip, _depth)
         if "[" in text and on["sql-parameters"] and ("[parameters: " in text or "[SQL: " in text):
             text = self._scrub_sql_message(text, fired)
-        if on["sql-parameters"] and ("Key (" in text or "Failing row" in text or "Duplicate entry" in text):
+        if on["sql-parameters"] and _DATABASE_DETAIL_HINT.search(text) is not None:
             text = self._replace(text, fired, self._database_detail_findings(text))
         if "://" in text and "@" in text and on["url-userinfo"]:
             text = self._replace(text, fired, self._userinfo(text))
-        # In SQL, ``password_hash = :password_hash`` is a bind parameter and literals are already
-        # gone, so the secret-assignment rule would only hide markers.
-        if not sql and ("=" in text or ":" in text) and on["secret-assignment"] and _has_secret_word(text):
+        if ("=" in text or ":" in text or "-" in text or "</" in text) and on["secret-assignment"] and _has_secret_word(text):
             text = self._replace(text, fired, self._assignments(text))
         if on["bearer"] and ("earer" in text or "asic" in text or "igest" in text or "EARER" in text or "ASIC" in text):
             text = self._replace(text, fired, self._bearer(text))
-        if long_enough and "eyJ" in text and on["jwt"]:
+        if long_enough and "ey" in text and on["jwt"]:
             text = self._replace(text, fired, self._simple(_JWT, text, "jwt"))
         if long_enough and on["aws-access-key"] and ("AKIA" in text or "ASIA" in text or "ABIA" in text or "ACCA" in text):
             text = self._replace(text, fired, self._simple(_AWS_ACCESS_KEY, text, "aws-access-key"))
         if long_enough and on["vendor-token"] and _VENDOR_HINT.search(text) is not None:
             text = self._replace(text, fired, self._vendor_tokens(text))
-        if ("@" in text or "%40" in text) and on["email"]:
+        if ("@" in text or "%40" in text or "&#64;" in text or "\\u0040" in text) and on["email"]:
             text = self._replace(text, fired, self._emails(text))
         if _DIGIT_CANDIDATE.search(text) is not None:
             if long_enough and on["credit-card"]:
@@ -315,6 +411,8 @@ class ValueRules:
             text = self._replace(text, fired, self._ipv6(text))
         for name, finditer in self._custom:
             text = self._replace(text, fired, ((start, end, marker(name), name) for start, end in finditer(text)))
+        if encoded:
+            text = self._scrub_decoded(text, fired, allow_ip, _depth)
         return text
 
     def pseudonymize_or_filter(self, rule: str, normalized: str) -> str:
@@ -337,6 +435,24 @@ class ValueRules:
             return text
         parts.append(text[copied:])
         return "".join(parts)
+
+    def _scrub_decoded(self, text: str, fired: list[str], allow_ip: bool, depth: int) -> str:
+        """Scrub the whole text decoded, after every rule ran on it as it is.
+
+        This catches an encoded name (``access%5Ftoken=``), an encoded separator
+        (``password%3Dhunter2`` in free text) and JSON's ``\\u0022`` escapes. When the decoded
+        text has a finding, the whole text is replaced by its scrubbed decoded form, since
+        positions in the decoded text do not map back to the encoded one.
+        """
+        decoded = _decode(text)
+        if decoded == text:
+            return text
+        inner: list[str] = []
+        scrubbed = self.scrub_text(decoded, inner, allow_ip=allow_ip, _depth=depth + 1)
+        if not inner:
+            return text
+        fired.extend(inner)
+        return scrubbed
 
     def _scrub_encoded_query(self, text: str, fired: list[str], allow_ip: bool, depth: int) -> str:
         """Scrub percent- or plus-encoded query values in their decoded form.
@@ -399,11 +515,23 @@ class ValueRules:
 
     @staticmethod
     def _database_detail_findings(text: str) -> Iterator[Finding]:
+        from raptorflow_otel.processors.sql import sanitize_sql
+
         replacement = marker("sql-parameters")
         findings = []
-        for pattern in (_PG_KEY_DETAIL, _PG_FAILING_ROW, _MYSQL_DUPLICATE):
+        for pattern in (_PG_KEY_DETAIL, _PG_FAILING_ROW, _MYSQL_DUPLICATE, _SQL_ECHO_PARAMETERS, _MYSQL_NEAR):
             for match in pattern.finditer(text):
                 findings.append((match.start(2), match.end(2), replacement, "sql-parameters"))
+        for match in _QUOTED_INPUT.finditer(text):
+            findings.append((match.start(2) + 1, match.end(2) - 1, replacement, "sql-parameters"))
+        for match in _SQL_ERROR_LINE.finditer(text):
+            sanitized = sanitize_sql(match.group(2))
+            if sanitized != match.group(2):
+                findings.append((match.start(2), match.end(2), sanitized, "sql-literal"))
+        for match in _REDIS_COMMAND_IN_TEXT.finditer(text):
+            if match.group(2).strip():
+                arguments = " ".join("?" for _ in match.group(2).split())
+                findings.append((match.start(2), match.end(2), " " + arguments, "db-command-args"))
         return iter(sorted(findings))
 
     @staticmethod
@@ -423,28 +551,62 @@ class ValueRules:
             yield match.start(), match.end(), "://REDACTED:REDACTED@", "url-userinfo"
 
     def _assignments(self, text: str) -> Iterator[Finding]:
+        findings = list(self._key_value_pairs(text))
+        if "-" in text:
+            findings += self._command_line_flags(text)
+        if "</" in text:
+            findings += self._xml_elements(text)
+        return iter(sorted(findings))
+
+    def _is_secret_name(self, name: str) -> bool:
+        return self._keys.rule_for(name) in (SECRET_KEY, COOKIE)
+
+    def _key_value_pairs(self, text: str) -> Iterator[Finding]:
         position = 0
         while True:
             match = _KV.search(text, position)
             if match is None:
                 return
-            key = match.group("key").strip("\"'-")
+            key = match.group("key").strip("\\\"'-")
             if _after_escape(text, match.start("key") + 1):
                 key = key[1:]  # ``\npassword=``: the n belongs to the escape, not to the key
-            if self._keys.rule_for(key) not in (SECRET_KEY, COOKIE):
+            if not self._is_secret_name(key):
                 # Not a secret: look again right after the separator, because the value may hold
                 # the next pair (``https://host/?token=...`` has the key ``https`` first).
                 position = match.end("sep")
                 continue
             position = match.end()
             value = match.group("value")
-            bare = value.strip("\"'")
-            if not bare or bare.startswith(("[Filtered:", "REDACTED")):
-                continue
             start, end = match.start("value"), match.end("value")
-            if value[0] in "\"'" and len(value) >= 2 and value[-1] == value[0]:
-                start, end = start + 1, end - 1  # keep the quotes, so JSON stays JSON
+            quote = value[:2] if value.startswith('\\"') else value.lstrip("bBrRuU")[:1]
+            if quote in ('"', "'", '\\"') and len(value) > 2 * len(quote) and value.endswith(quote):
+                # Keep the quotes (and a string prefix such as b), so JSON stays JSON.
+                start = start + len(value) - len(value.lstrip("bBrRuU")) + len(quote)
+                end -= len(quote)
+            elif key.lower() in _WHOLE_LINE_KEYS:
+                end = _end_of_line(text, start)
+                position = end
+            bare = text[start:end]
+            if not bare or bare.startswith(("[Filtered:", "REDACTED")) or _is_placeholder(bare):
+                continue
             yield start, end, marker("secret-assignment"), "secret-assignment"
+
+    def _command_line_flags(self, text: str) -> Iterator[Finding]:
+        replacement = marker("secret-assignment")
+        for match in _CLI_FLAG.finditer(text):
+            if self._is_secret_name(match.group(1).lstrip("-")) and not _is_placeholder(match.group(2)):
+                yield match.start(2), match.end(2), replacement, "secret-assignment"
+        lowered = text.lower()
+        if "mysql" in lowered or "mariadb" in lowered:
+            for match in _MYSQL_PASSWORD_FLAG.finditer(text):
+                yield match.start(1), match.end(1), replacement, "secret-assignment"
+        for match in _USER_FLAG.finditer(text):
+            yield match.start(1), match.end(1), replacement, "secret-assignment"
+
+    def _xml_elements(self, text: str) -> Iterator[Finding]:
+        for match in _XML_ELEMENT.finditer(text):
+            if self._is_secret_name(match.group(1)) and not _is_placeholder(match.group(2)):
+                yield match.start(2), match.end(2), marker("secret-assignment"), "secret-assignment"
 
     @staticmethod
     def _bearer(text: str) -> Iterator[Finding]:
@@ -463,11 +625,14 @@ class ValueRules:
                 start -= 1
             while start < at and text[start] in ".'":
                 start += 1  # a local part never starts with a dot; a quote is the text's own
+            if start == at and at >= 2 and text[at - 1] == '"':
+                quoted = text.rfind('"', floor, at - 1)  # a quoted local part: "alice smith"@...
+                start = quoted if quoted >= 0 else at
             if start == at or text.startswith("REDACTED", start):
                 continue  # no local part, or the marker left by the url-userinfo rule
             if self._hash_key is not None:
-                domain = match.group(0)[3:] if match.group(0).startswith("%40") else match.group(0)[1:]
-                address = (text[start:at] + "@" + domain).lower()
+                at_sign = next(sign for sign in _AT_SIGNS if match.group(0).startswith(sign))
+                address = (text[start:at] + "@" + match.group(0)[len(at_sign):]).lower()
                 yield start, match.end(), self.pseudonym("email", address), "email"
             else:
                 yield start, match.end(), marker("email"), "email"
@@ -475,17 +640,15 @@ class ValueRules:
     def _ibans(self, text: str) -> Iterator[Finding]:
         for match in _IBAN.finditer(text):
             candidate = match.group(0)
-            groups = candidate.split(" ")
-            # A greedy match may have taken a word after the IBAN ("... 3000 AND"): drop trailing
-            # groups until the checksum holds.
-            while groups:
-                compact = "".join(groups)
-                if _iban_valid(compact):
-                    length = len(" ".join(groups))
-                    yield match.start(), match.start() + length, marker("iban"), "iban"
+            # A greedy match may have taken a word after the IBAN ("... 3000 AND"): cut it at
+            # its separators from the end until the checksum holds.
+            cuts = [len(candidate)] + [index for index in range(len(candidate) - 1, 0, -1) if candidate[index] in " -"]
+            for cut in cuts:
+                compact = candidate[:cut].replace(" ", "").replace("-", "")
+                if len(compact) < 15:
                     break
-                groups.pop()
-                if len("".join(groups)) < 15:
+                if _iban_valid(compact):
+                    yield match.start(), match.start() + cut, marker("iban"), "iban"
                     break
 
     def _ipv4(self, text: str) -> Iterator[Finding]:

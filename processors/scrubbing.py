@@ -54,7 +54,7 @@ _INFRASTRUCTURE_KEYS = frozenset(
     {
         "server.address", "server.socket.address", "network.local.address", "host.ip", "host.name",
         "net.host.ip", "net.host.name", "net.sock.host.addr", "db.connection_string.host",
-        "http.host", "http.server_name",
+        "http.host", "http.server_name", "http.request.header.host",
     }
 )
 # Keys whose value is the client's address on a server span.
@@ -69,6 +69,13 @@ _DB_SYSTEM_KEYS = ("db.system.name", "db.system")
 _COMMAND_STORES = frozenset({"redis", "valkey", "memcached"})
 # Redis commands whose subcommand is kept with the command (``CONFIG SET ?``).
 _REDIS_CONTAINER_COMMANDS = frozenset({"CONFIG", "ACL", "CLIENT", "CLUSTER", "OBJECT", "MEMORY", "SCRIPT"})
+# Redis commands that carry a password, recognized without ``db.system`` since no SQL statement
+# starts like them.
+_REDIS_SECRET_COMMAND = re.compile(
+    r"\s*(?:AUTH\s|HELLO\s|MIGRATE\s.*\sAUTH2?\s|CONFIG\s+SET\s+(?:requirepass|masterauth)\s|ACL\s+SETUSER\s)",
+    re.IGNORECASE | re.DOTALL,
+)
+_FLAG = re.compile(r"--?[A-Za-z][\w-]*")
 _TRUNCATED = "...[truncated]"
 _MAX_CACHED_KEYS = 4096
 _MAX_CLEAN_TEXTS = 8192
@@ -194,12 +201,13 @@ class Scrubber:
             kind = type(value)
             try:
                 if profile is _PLAIN:
-                    # Fast path: an ordinary key, with a number or a string seen clean before, or a
-                    # string that only the value rules look at.
+                    # Fast path: an ordinary key, with a number, a string seen clean before, or a
+                    # string that only the value rules look at. Sequences, bytes and mappings
+                    # take the full path below.
                     if kind is str:
                         result[key] = value if value in clean else self._clean_or_scrubbed(self._bounded(value), fired)
                         continue
-                    if kind is not tuple and kind is not list:
+                    if kind is int or kind is float or kind is bool:
                         result[key] = value
                         continue
                 result[self._key(key, fired)] = self.scrub_value(key, value, fired, attributes=attributes, server=server)
@@ -316,12 +324,45 @@ class Scrubber:
             return marker(rule)
         if isinstance(value, str):
             return self._string(key, value, fired, attributes, server)
-        if isinstance(value, (tuple, list)) and any(isinstance(item, str) for item in value):
-            return tuple(
-                self._string(key, item, fired, attributes, server) if isinstance(item, str) else item
-                for item in value
-            )
+        if isinstance(value, (tuple, list)) and any(isinstance(item, (str, bytes, bytearray)) for item in value):
+            return self.scrub_sequence(key, value, fired, attributes=attributes, server=server)
+        if isinstance(value, (bytes, bytearray)):
+            text = bytes(value).decode("utf-8", "replace")
+            scrubbed = self._string(key, text, fired, attributes, server)
+            return value if scrubbed == text else scrubbed
+        if isinstance(value, Mapping):
+            from raptorflow_otel.processors.scrub_events import scrub_mapping
+
+            return scrub_mapping(self, value, fired)
         return value  # numbers and booleans under an ordinary key are kept
+
+    def scrub_sequence(
+        self,
+        key: str,
+        items: Sequence[Any],
+        fired: list[str],
+        *,
+        attributes: Mapping[str, Any] | None = None,
+        server: bool = False,
+    ) -> tuple[Any, ...]:
+        """Scrub each item; in an argument list, the item after a secret flag (``--password``) too."""
+        result = []
+        secret_next = False
+        for item in items:
+            if isinstance(item, (bytes, bytearray)):
+                item = self.scrub_value(key, item, fired, attributes=attributes, server=server)
+            if not isinstance(item, str):
+                result.append(item)
+                secret_next = False
+                continue
+            if secret_next and "secret-assignment" in self._values.enabled:
+                fired.append("secret-assignment")
+                result.append(marker("secret-assignment"))
+                secret_next = False
+                continue
+            result.append(self._string(key, item, fired, attributes, server))
+            secret_next = _FLAG.fullmatch(item) is not None and self._keys.rule_for(item.lstrip("-")) is not None
+        return tuple(result)
 
     def _string(
         self, key: str, value: str, fired: list[str], attributes: Mapping[str, Any] | None, server: bool
@@ -384,8 +425,7 @@ class Scrubber:
             if attributes and attributes.get(system_key):
                 system = str(attributes[system_key]).lower()
                 break
-        head = statement.lstrip()[:5].upper()
-        if system in _COMMAND_STORES or head.startswith("AUTH") or head.startswith("HELLO"):
+        if system in _COMMAND_STORES or _REDIS_SECRET_COMMAND.match(statement) is not None:
             if not self._commands:
                 return statement
             sanitized = _command_without_arguments(statement)
@@ -394,7 +434,7 @@ class Scrubber:
             return sanitized
         if not self._sql:
             return statement
-        sanitized = sanitize_sql(statement)
+        sanitized = sanitize_sql(statement, system or None)
         if sanitized != statement:
             fired.append("sql-literal")
         return sanitized

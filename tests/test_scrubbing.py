@@ -473,3 +473,8 @@ def test_check_command_reports_scrubbing(monkeypatch, capsys):
     monkeypatch.setenv("RAPTORFLOW_SCRUB_ENABLED", "false")
     main(["check"])
     assert "Privacy scrubbing: OFF" in capsys.readouterr().out
+
+
+def test_url_with_port_keeps_host_and_path():
+    url = "http://127.0.0.1:36313/support/tickets/1?mail=ops@example.com"
+    assert Scrubber().scrub_value("http.url", url, []) == "http://127.0.0.1:36313/support/tickets/1?mail=[Filtered:email]"
