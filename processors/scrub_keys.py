@@ -108,6 +108,7 @@ class KeyRules:
                 if lowered in _SECRET_HEADERS:
                     return SECRET_KEY
                 break
+
         stripped = lowered.strip("\"' -_")
         if stripped in _COOKIE_NAMES:
             return COOKIE
@@ -120,6 +121,7 @@ class KeyRules:
             return SECRET_KEY
         if any(word in _COOKIE_WORDS or word in _COOKIE_NAMES for word in words):
             return COOKIE
+
         last_secret = -1
         for index, word in enumerate(words):
             if (
@@ -129,6 +131,7 @@ class KeyRules:
                 or (index and (words[index - 1], word) in _SECRET_PAIRS)
             ):
                 last_secret = index
+
         if last_secret < 0:
             # In a header name, a last word "key" names a credential (``X-RapidAPI-Key``),
             # unless the word before it says what else it keys (``Idempotency-Key``).

@@ -173,14 +173,16 @@ _CARD_PREFIXES = (
     *(str(n) for n in range(2221, 2721)),
 )
 
+# Upper-case only: a lower-case IBAN is usually labelled (``iban=...``), which the
+# secret-assignment rule covers, and allowing lower case here would scan every word.
 _IBAN = re.compile(
-    r"[A-Za-z](?:(?<![A-Za-z0-9][A-Za-z])|(?<=" + _ESCAPE + r"[A-Za-z]))[A-Za-z]\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}(?:[ -]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])"
+    r"[A-Z](?:(?<![A-Za-z0-9][A-Z])|(?<=" + _ESCAPE + r"[A-Z]))[A-Z]\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
 )
 
 _SSN = re.compile(r"(\d(?:(?<![\w-]\d)|(?<=" + _ESCAPE + r"\d))\d\d)-(\d{2})-(\d{4})(?![\w-])")
 
 _IPV4 = re.compile(r"\d(?:(?<![\w.]\d)|(?<=" + _ESCAPE + r"\d))\d{0,2}(?:\.\d{1,3}){3}(?![\w]|\.\w)")
-_IPV6_HINT = re.compile(r"[0-9A-Fa-f]:[0-9A-Fa-f:]|::")
+_IPV6_HINT = re.compile(r":(?<=[0-9A-Fa-f:]:)[0-9A-Fa-f:]")
 _IPV6 = re.compile(r"[0-9A-Fa-f:](?:(?<![\w:.%][0-9A-Fa-f:])|(?<=" + _ESCAPE + r"[0-9A-Fa-f:]))[0-9A-Fa-f:]{1,38}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
 
 # SQLAlchemy's error text: ``[SQL: ...]`` then ``[parameters: ...]`` on the next line.
@@ -208,7 +210,8 @@ _SQL_ERROR_LINE = re.compile(r"^(LINE \d+: )(.+)$", re.MULTILINE)
 _REDIS_COMMAND_IN_TEXT = re.compile(r"(\((?:AUTH|HELLO \d+ AUTH|CONFIG SET (?:requirepass|masterauth)|ACL SETUSER)\b)([^)\n]*)\)", re.IGNORECASE)
 _MYSQL_DUPLICATE = re.compile(r"(Duplicate entry ')(.*?)(' for key)")
 _DATABASE_DETAIL_HINT = re.compile(
-    r"[Kk]ey \(|Failing row|Duplicate entry|invalid input|Incorrect |near '|LINE \d|generated in|cached since|\((?i:auth|hello|config|acl) "
+    r"ey \(|Failing row|Duplicate entry|invalid input|Incorrect |near '|LINE \d|generated in|cached since"
+    r"|\((?:AUTH|HELLO|CONFIG|ACL|auth|hello|config|acl) "
 )
 
 
@@ -219,12 +222,26 @@ _DATABASE_DETAIL_HINT = re.compile(
 # may call secret, then the rest of its key and a separator.
 _ASSIGNMENT_HINT = re.compile(
     r"(?:pass|pwd|pw|secret|token|auth|credential|key|csrf|xsrf|ssn|cvv|cvc|pin|sig|jwt|otp|cookie|card|session|hmac)"
-    r"[\w.-]*(?:\\?[\"']?[ \t]*(?:[=:]|=>)|>|[ \t]+\S)|(?<!\S)-p\S|(?<!\S)(?:-u|--user)[ \t]"
+    r"[\w.-]*\\?[\"']?[ \t]*(?:[=:]|=>)"
+)
+# Prefilter of command-line flags: a flag with a secret-looking word, ``-p<password>`` or ``-u``.
+_FLAG_HINT = re.compile(
+    r"-(?<!\S-)(?:-?[\w-]*(?:pass|pwd|secret|token|key|auth|credential)[\w-]*[ \t]|p\S|u[ \t]|-user[ \t])"
 )
 
 
-def _has_secret_word(text: str) -> bool:
-    return _ASSIGNMENT_HINT.search(text.lower()) is not None
+_HINT_WORDS = (
+    "pass", "pw", "secret", "token", "auth", "credential", "key", "csrf", "xsrf", "ssn", "cvv",
+    "cvc", "pin", "sig", "jwt", "otp", "cookie", "card", "session", "hmac",
+)
+
+
+def _has_secret_word(lowered: str) -> bool:
+    """Prefilter of the key=value rule on the lower-cased text: substring tests, then one regex."""
+    for word in _HINT_WORDS:
+        if word in lowered:
+            return _ASSIGNMENT_HINT.search(lowered) is not None
+    return False
 
 
 def _after_escape(text: str, start: int) -> bool:
@@ -243,6 +260,14 @@ def _decode(text: str) -> str:
     if "%" in text and _PERCENT_ESCAPE.search(text) is not None:
         text = unquote(text)
     return text
+
+
+def _lower_same_length(text: str) -> str:
+    """Lower-case ``text`` keeping every index valid (a few characters grow when lower-cased)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(char if len(char.lower()) != 1 else char.lower() for char in text)
 
 
 def _is_placeholder(value: str) -> bool:
@@ -381,11 +406,11 @@ class ValueRules:
             text = self._scrub_encoded_query(text, fired, allow_ip, _depth)
         if "[" in text and on["sql-parameters"] and ("[parameters: " in text or "[SQL: " in text):
             text = self._scrub_sql_message(text, fired)
-        if on["sql-parameters"] and _DATABASE_DETAIL_HINT.search(text) is not None:
+        if on["sql-parameters"] and ("(" in text or "'" in text or '"' in text or "LINE " in text) and _DATABASE_DETAIL_HINT.search(text) is not None:
             text = self._replace(text, fired, self._database_detail_findings(text))
         if "://" in text and "@" in text and on["url-userinfo"]:
             text = self._replace(text, fired, self._userinfo(text))
-        if ("=" in text or ":" in text or "-" in text or "</" in text) and on["secret-assignment"] and _has_secret_word(text):
+        if on["secret-assignment"]:
             text = self._replace(text, fired, self._assignments(text))
         if on["bearer"] and ("earer" in text or "asic" in text or "igest" in text or "EARER" in text or "ASIC" in text):
             text = self._replace(text, fired, self._bearer(text))
@@ -551,8 +576,12 @@ class ValueRules:
             yield match.start(), match.end(), "://REDACTED:REDACTED@", "url-userinfo"
 
     def _assignments(self, text: str) -> Iterator[Finding]:
-        findings = list(self._key_value_pairs(text))
-        if "-" in text:
+        findings: list[Finding] = []
+        if "=" in text or ":" in text:
+            lowered = _lower_same_length(text)
+            if _has_secret_word(lowered):
+                findings += self._key_value_pairs(text, lowered)
+        if "-" in text and _FLAG_HINT.search(text) is not None:
             findings += self._command_line_flags(text)
         if "</" in text:
             findings += self._xml_elements(text)
@@ -561,21 +590,13 @@ class ValueRules:
     def _is_secret_name(self, name: str) -> bool:
         return self._keys.rule_for(name) in (SECRET_KEY, COOKIE)
 
-    def _key_value_pairs(self, text: str) -> Iterator[Finding]:
-        position = 0
-        while True:
-            match = _KV.search(text, position)
-            if match is None:
-                return
+    def _key_value_pairs(self, text: str, lowered: str) -> Iterator[Finding]:
+        for match in self._pair_candidates(text, lowered):
             key = match.group("key").strip("\\\"'-")
             if _after_escape(text, match.start("key") + 1):
                 key = key[1:]  # ``\npassword=``: the n belongs to the escape, not to the key
             if not self._is_secret_name(key):
-                # Not a secret: look again right after the separator, because the value may hold
-                # the next pair (``https://host/?token=...`` has the key ``https`` first).
-                position = match.end("sep")
                 continue
-            position = match.end()
             value = match.group("value")
             start, end = match.start("value"), match.end("value")
             quote = value[:2] if value.startswith('\\"') else value.lstrip("bBrRuU")[:1]
@@ -585,11 +606,33 @@ class ValueRules:
                 end -= len(quote)
             elif key.lower() in _WHOLE_LINE_KEYS:
                 end = _end_of_line(text, start)
-                position = end
             bare = text[start:end]
             if not bare or bare.startswith(("[Filtered:", "REDACTED")) or _is_placeholder(bare):
                 continue
             yield start, end, marker("secret-assignment"), "secret-assignment"
+
+    @staticmethod
+    def _pair_candidates(text: str, lowered: str) -> Iterator[re.Match[str]]:
+        """Yield ``key=value`` matches whose key contains a secret-looking word, left to right.
+
+        The prefilter's matches in the lower-cased text point at those words, so the pair regex
+        runs only there instead of at every separator of a long text.
+        """
+        covered = 0
+        for hint in _ASSIGNMENT_HINT.finditer(lowered):
+            start = hint.start()
+            while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_.-"):
+                start -= 1
+            if start > 0 and text[start - 1] in "\"'":
+                start -= 1
+                if start > 0 and text[start - 1] == "\\":
+                    start -= 1
+            if start < covered:
+                continue
+            match = _KV.match(text, start)
+            if match is not None:
+                covered = match.end()
+                yield match
 
     def _command_line_flags(self, text: str) -> Iterator[Finding]:
         replacement = marker("secret-assignment")
