@@ -102,7 +102,9 @@ _USER_FLAG = re.compile(r"(?<!\S)(?:-u|--user)[ \t]+[^\s:]+:(\S+)")
 # ``<Password>hunter2</Password>``
 _XML_ELEMENT = re.compile(r"<([A-Za-z_][\w.-]*)>([^<]{1,1000})</\1>")
 
-_BEARER = re.compile(r"(?i)(?:(?<![A-Za-z0-9_])|(?<=" + _ESCAPE + r"))(?:bearer|basic|digest)[ \t]+([A-Za-z0-9._~+/=-]{8,})")
+_BEARER = re.compile(
+    r"(?i)(?:(?<![A-Za-z0-9_])|(?<=" + _ESCAPE + r"))(bearer|basic|digest|token)[ \t]+([A-Za-z0-9._~+/=-]{8,})"
+)
 
 # A JOSE header is a base64url JSON object, so it starts with ``ey`` (``{"`` is ``eyJ``, ``{ "`` is
 # ``eyA``). A signed token (JWS) has a JSON payload too; an encrypted one (JWE) has five parts.
@@ -162,12 +164,13 @@ _EMAIL_MAX_LOCAL = 64
 # two-character look-behind, so the engine still skips to digits in C.
 _DIGIT_CANDIDATE = re.compile(r"\d(?:[ .%-]?\d){2}")
 _CARD = re.compile(
-    r"[2-68](?:(?<![A-Za-z0-9.-][2-68])|(?<=" + _ESCAPE + r"[2-68]))\d(?:(?:[ .\u00a0-]|%20)?\d){11,17}(?![\w-]|\.\d)"
+    r"[2-689](?:(?<![A-Za-z0-9.-][2-689])|(?<=" + _ESCAPE + r"[2-689]))\d(?:(?:[ .\u00a0-]|%20)?\d){11,17}(?![\w-]|\.\d)"
 )
 # Issuer prefixes: Visa, Amex, Diners, JCB, Discover, UnionPay, Mastercard (51-55, 2221-2720),
-# Maestro (50, 56-58, 63, 67), Mir (2200-2204), RuPay (60, 81, 82), Elo and Verve (50xx, 65xx).
+# Maestro (50, 56-58, 63, 67), Mir (2200-2204), RuPay (60, 81, 82), Elo and Verve (50xx, 65xx),
+# Troy (9792).
 _CARD_PREFIXES = (
-    "4", "34", "37", "36", "38", "30", "35", "6011", "62", "64", "65", "60", "63", "67", "81", "82",
+    "4", "34", "37", "36", "38", "30", "35", "6011", "62", "64", "65", "60", "63", "67", "81", "82", "9792",
     *(str(n) for n in range(50, 59)),
     *(str(n) for n in range(2200, 2205)),
     *(str(n) for n in range(2221, 2721)),
@@ -316,6 +319,16 @@ def _ssn_valid(match: re.Match[str]) -> bool:
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
+def _token_credential(credential: str) -> bool:
+    """Tell a credential after the ``Token`` scheme (Django REST framework) from a word.
+
+    A value that a more specific rule names (a vendor token, a JWT) is left to that rule.
+    """
+    if _VENDOR_TOKEN.match(credential) is not None or credential.startswith("ey"):
+        return False
+    return len(credential) >= 16 and any(char.isdigit() for char in credential) and any(char.isalpha() for char in credential)
+
+
 def _bearer_credential(credential: str) -> bool:
     """Tell a credential (``mF_9.B5f-4.1JqM``) from an English word after ``Bearer`` or ``Basic``."""
     if any(char.isdigit() for char in credential) or len(credential) >= 20 or credential.endswith("="):
@@ -412,7 +425,7 @@ class ValueRules:
             text = self._replace(text, fired, self._userinfo(text))
         if on["secret-assignment"]:
             text = self._replace(text, fired, self._assignments(text))
-        if on["bearer"] and ("earer" in text or "asic" in text or "igest" in text or "EARER" in text or "ASIC" in text):
+        if on["bearer"] and ("earer" in text or "asic" in text or "igest" in text or "oken" in text or "EARER" in text or "ASIC" in text or "OKEN" in text):
             text = self._replace(text, fired, self._bearer(text))
         if long_enough and "ey" in text and on["jwt"]:
             text = self._replace(text, fired, self._simple(_JWT, text, "jwt"))
@@ -654,10 +667,12 @@ class ValueRules:
     @staticmethod
     def _bearer(text: str) -> Iterator[Finding]:
         for match in _BEARER.finditer(text):
-            credential = match.group(1)
+            credential = match.group(2)
             if credential.startswith("[Filtered") or not _bearer_credential(credential):
                 continue
-            yield match.start(1), match.end(1), marker("bearer"), "bearer"
+            if match.group(1).lower() == "token" and not _token_credential(credential):
+                continue  # "token" is also an English word: only a long random value follows it
+            yield match.start(2), match.end(2), marker("bearer"), "bearer"
 
     def _emails(self, text: str) -> Iterator[Finding]:
         for match in _EMAIL_DOMAIN.finditer(text):
