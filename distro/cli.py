@@ -61,7 +61,14 @@ def _scrub_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from raptorflow_otel.processors.scrubbing import Scrubber, ScrubOptions
 
-    scrubber = Scrubber(ScrubOptions.from_settings(load_settings()))
+    settings = load_settings()
+    if not settings["RAPTORFLOW_SCRUB_ENABLED"]:
+        print(
+            "note: RAPTORFLOW_SCRUB_ENABLED=false, so the app exports this value raw; "
+            "below is what the rules would make of it.",
+            file=sys.stderr,
+        )
+    scrubber = Scrubber(ScrubOptions.from_settings(settings))
     fired: list[str] = []
     attributes = {"db.system": args.db_system} if args.db_system else None
     print(scrubber.scrub_value(args.key, args.value, fired, attributes=attributes))

@@ -348,12 +348,14 @@ def _ipv4_valid(text: str, start: int, candidate: str) -> bool:
     # ``Chrome/120.0.0.0`` in a user agent, or ``version 4.1.0.2``, is a version, not an address.
     if start >= 2 and text[start - 1] == "/" and text[start - 2].isalnum():
         return False
-    if text[max(0, start - 9) : start].lower().endswith(_VERSION_WORDS):
+    before = text[max(0, start - 12) : start].rstrip(" :=").lower()
+    if before.rsplit(None, 1)[-1:] and before.rsplit(None, 1)[-1] in _VERSION_WORDS:
         return False
     return not _is_url_host(text, start)
 
 
-_VERSION_WORDS = ("version ", "version: ", "version=", "ver ", "release ", "v")
+# A word right before a four-part number that makes it a version (``version 4.1.0.2``).
+_VERSION_WORDS = frozenset({"version", "ver", "release", "build"})
 
 
 def _ipv6_valid(text: str, start: int, candidate: str) -> bool:
@@ -670,9 +672,12 @@ class ValueRules:
             credential = match.group(2)
             if credential.startswith("[Filtered") or not _bearer_credential(credential):
                 continue
-            if match.group(1).lower() == "token" and not _token_credential(credential):
+            scheme = match.group(1).lower()
+            if scheme == "token" and not _token_credential(credential):
                 continue  # "token" is also an English word: only a long random value follows it
-            yield match.start(2), match.end(2), marker("bearer"), "bearer"
+            # Digest credentials are a list of quoted parameters: all of them go.
+            end = _end_of_line(text, match.start(2)) if scheme == "digest" else match.end(2)
+            yield match.start(2), end, marker("bearer"), "bearer"
 
     def _emails(self, text: str) -> Iterator[Finding]:
         for match in _EMAIL_DOMAIN.finditer(text):

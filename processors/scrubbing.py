@@ -370,7 +370,11 @@ class Scrubber:
         value = self._bounded(value)
         if key in _SQL_KEYS:
             return self._sql_text(value, fired, attributes)
-        if self._values.hashing and (key in _CLIENT_ADDRESS_KEYS or (server and key in _SERVER_PEER_KEYS)):
+        if (
+            self._values.hashing
+            and "ip-address" in self._values.enabled
+            and (key in _CLIENT_ADDRESS_KEYS or (server and key in _SERVER_PEER_KEYS))
+        ):
             pseudonym = self._client_address(value)
             if pseudonym is not None:
                 fired.append("ip-address")

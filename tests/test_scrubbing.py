@@ -225,6 +225,11 @@ def test_pseudonym_for_user_ids_and_clients():
     assert "203.0.113.7" not in str(dict(attributes))
 
 
+def test_disabled_ip_rule_keeps_client_address():
+    scrubber = Scrubber(ScrubOptions(hash_key=HASH_KEY, disabled_rules=frozenset({"ip-address"})))
+    assert scrubber.scrub_value("client.address", "203.0.113.7", [], server=True) == "203.0.113.7"
+
+
 def test_user_id_kept_without_hash_key():
     assert scrub("42", key="user.id") == ("42", [])
 
@@ -461,6 +466,16 @@ def test_scrub_command_follows_settings(monkeypatch, capsys):
     assert capsys.readouterr().out == "order [Filtered:custom-1]\n"
     assert main(["scrub", "--key", "db.statement", "--db-system", "redis", "AUTH default s3cret"]) == 0
     assert capsys.readouterr().out == "AUTH ? ?\n"
+
+
+def test_scrub_command_warns_when_off(monkeypatch, capsys):
+    from raptorflow_otel.distro.cli import main
+
+    monkeypatch.setenv("RAPTORFLOW_SCRUB_ENABLED", "false")
+    assert main(["scrub", "mail ops@example.com"]) == 0
+    output = capsys.readouterr()
+    assert output.out == "mail [Filtered:email]\n"
+    assert output.err.startswith("note: RAPTORFLOW_SCRUB_ENABLED=false, so the app exports this value raw")
 
 
 def test_check_command_reports_scrubbing(monkeypatch, capsys):
