@@ -12,6 +12,7 @@ pattern nests unbounded repeats.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import ipaddress
@@ -67,7 +68,7 @@ _PRIVATE_KEY = re.compile(
 # unencoded ``/``, ``?`` or ``@`` is covered whole; ``host:8080/path?mail=a@b.example`` is not
 # userinfo (a port follows the colon). A token alone (``token@host``) has none of those.
 _USERINFO = re.compile(
-    r"(?<=[A-Za-z0-9+.-])://(?:[^\s/?#@:\[]+:(?!\d{1,5}(?:[/?#]|\Z))[^\s]*?@(?=[\w.\-\[\]:%]+(?:[/?#\s'\"),;]|\Z))|[^\s/?#]+@)"
+    r"(?<=[A-Za-z0-9+.-])://(?:[^\s/?#@:\[]{1,256}:(?!\d{1,5}(?:[/?#]|\Z))[^\s]{0,256}?@(?=[\w.\-\[\]:%]+(?:[/?#\s'\"),;]|\Z))|[^\s/?#]{1,256}@)"
 )
 
 # ``repr()`` and JSON write a line break inside a string as the two characters ``\n``, so a
@@ -189,29 +190,33 @@ _IPV6_HINT = re.compile(r":(?<=[0-9A-Fa-f:]:)[0-9A-Fa-f:]")
 _IPV6 = re.compile(r"[0-9A-Fa-f:](?:(?<![\w:.%][0-9A-Fa-f:])|(?<=" + _ESCAPE + r"[0-9A-Fa-f:]))[0-9A-Fa-f:]{1,38}(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[\w.]+)?(?![\w:])")
 
 # SQLAlchemy's error text: ``[SQL: ...]`` then ``[parameters: ...]`` on the next line.
-_SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=[ \t]*(?:\n|\(Background on|\[SQL|\Z))", re.DOTALL)
-_SQL_TEXT = re.compile(r"\[SQL: (.*?)\](?=\s*(?:\[parameters|\(Background on|\Z))", re.DOTALL)
+# Each section runs from its opener to the first closing bracket that one of these follows. The
+# openers and the closings are found in one pass each, then paired, so the cost stays linear.
+_SQL_TEXT_END = re.compile(r"\](?=\s*(?:\[parameters|\(Background on|\Z))")
+_SQL_PARAMETERS_END = re.compile(r"\](?=[ \t]*(?:\n|\(Background on|\[SQL|\Z))")
 # SQLAlchemy's echo log: ``[generated in 0.00015s] ('row', 'values')``.
-_SQL_ECHO_PARAMETERS = re.compile(r"(\[(?:generated in|cached since) [\d.]+s(?: ago)?\] )(.+)")
+_SQL_ECHO_PARAMETERS = re.compile(r"(\[(?:generated in|cached since) [\d.]+s(?: ago)?\] )(.{1,4000})")
+# Lazy scans are bounded (a row, a userinfo, a quoted snippet), so a text that repeats a pattern's
+# opening many times costs linear time, not quadratic.
 # Database error details that quote the row: PostgreSQL ``Key (email)=(...)``, also with an
 # expression column (``lower(name::text)``), and ``Failing row contains (...)``.
 _PG_KEY_DETAIL = re.compile(
-    r"((?i:key) \((?:[^()\n]|\([^()\n]*\))*\)=\()(.*?)(\)(?= already exists| is not present| conflicts|\.?\s*$|\.?\s*\n))",
+    r"((?i:key) \((?:[^()\n]|\([^()\n]*\))*\)=\()(.{0,1000}?)(\)(?= already exists| is not present| conflicts|\.?\s*$|\.?\s*\n))",
     re.MULTILINE,
 )
-_PG_FAILING_ROW = re.compile(r"(Failing row contains \()(.*?)(\)\.?)(?=\s|\Z)", re.DOTALL)
+_PG_FAILING_ROW = re.compile(r"(Failing row contains \()(.{0,4000}?)(\)\.?)(?=\s|\Z)", re.DOTALL)
 # A rejected input value: PostgreSQL ``invalid input syntax for type integer: "..."``, MySQL
 # ``Incorrect integer value: '...'`` and ``near '...' at line 1``.
 _QUOTED_INPUT = re.compile(
     r"((?:invalid input (?:syntax|value) for (?:type |enum )?[\w ]+|Incorrect [\w ]+ value): )"
     r"(\"(?:[^\"\n])*\"|'(?:[^'\n]|'')*')"
 )
-_MYSQL_NEAR = re.compile(r"(near ')(.*)(' at line \d+)")
+_MYSQL_NEAR = re.compile(r"(near ')(.{0,500}?)(' at line \d+)")
 # psycopg's ``LINE 1: ...VALUES ('row', ...)``: the statement line with the caret under it.
 _SQL_ERROR_LINE = re.compile(r"^(LINE \d+: )(.+)$", re.MULTILINE)
 # A Redis command quoted in a client error: ``Command # 1 (AUTH default <password>) of pipeline``.
-_REDIS_COMMAND_IN_TEXT = re.compile(r"(\((?:AUTH|HELLO \d+ AUTH|CONFIG SET (?:requirepass|masterauth)|ACL SETUSER)\b)([^)\n]*)\)", re.IGNORECASE)
-_MYSQL_DUPLICATE = re.compile(r"(Duplicate entry ')(.*?)(' for key)")
+_REDIS_COMMAND_IN_TEXT = re.compile(r"(\((?:AUTH|HELLO \d+ AUTH|CONFIG SET (?:requirepass|masterauth)|ACL SETUSER)\b)([^)\n]{0,500})\)", re.IGNORECASE)
+_MYSQL_DUPLICATE = re.compile(r"(Duplicate entry ')(.{0,1000}?)(' for key)")
 _DATABASE_DETAIL_HINT = re.compile(
     r"ey \(|Failing row|Duplicate entry|invalid input|Incorrect |near '|LINE \d|generated in|cached since"
     r"|\((?:AUTH|HELLO|CONFIG|ACL|auth|hello|config|acl) "
@@ -263,6 +268,25 @@ def _decode(text: str) -> str:
     if "%" in text and _PERCENT_ESCAPE.search(text) is not None:
         text = unquote(text)
     return text
+
+
+def _sections(text: str, opener: str, closing: re.Pattern[str]) -> Iterator[tuple[int, int]]:
+    """Yield (start, end) of the content of each ``opener ... ]`` section (see `_SQL_TEXT_END`).
+
+    An opener inside a section that is already open is part of that section. A section without a
+    closing runs to the end of the text, so cut-off text is still covered.
+    """
+    ends = [match.start() for match in closing.finditer(text)]
+    position = 0
+    while True:
+        opening = text.find(opener, position)
+        if opening < 0:
+            return
+        start = opening + len(opener)
+        index = bisect.bisect_left(ends, start)
+        end = ends[index] if index < len(ends) else len(text)
+        yield start, end
+        position = end + 1
 
 
 def _lower_same_length(text: str) -> str:
@@ -540,17 +564,18 @@ class ValueRules:
         from raptorflow_otel.processors.sql import sanitize_sql
 
         def sql_findings() -> Iterator[Finding]:
-            for match in _SQL_TEXT.finditer(text):
-                sanitized = sanitize_sql(match.group(1))
-                if sanitized != match.group(1):
-                    yield match.start(1), match.end(1), sanitized, "sql-literal"
+            for start, end in _sections(text, "[SQL: ", _SQL_TEXT_END):
+                statement = text[start:end]
+                sanitized = sanitize_sql(statement)
+                if sanitized != statement:
+                    yield start, end, sanitized, "sql-literal"
 
         text = self._replace(text, fired, sql_findings())
-        replacement = "[parameters: " + marker("sql-parameters") + "]"
+        replacement = marker("sql-parameters")
         return self._replace(
             text,
             fired,
-            ((m.start(), m.end(), replacement, "sql-parameters") for m in _SQL_PARAMETERS.finditer(text)),
+            ((start, end, replacement, "sql-parameters") for start, end in _sections(text, "[parameters: ", _SQL_PARAMETERS_END)),
         )
 
     @staticmethod

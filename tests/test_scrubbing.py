@@ -190,6 +190,17 @@ def test_builtin_rules_on_hostile_inputs():
         "https://" + "u" * 20000,
         "[parameters: " * 2000,
         "Key (" * 4000,
+        "://a:b" * 5000,
+        "near '" * 4000,
+        "Duplicate entry '" * 2000,
+        "[generated in 1s] " * 2000,
+        "(AUTH " * 4000,
+        "Failing row contains (" * 1500,
+        "-----BEGIN+PRIVATE+KEY-----" * 1000,
+        "%25" * 10000 + "=",
+        "\\u0022" * 5000,
+        "token=" + "%2B" * 10000,
+        "Authorization: " * 2000,
     ]
     scrubber = Scrubber()
     for text in hostile:
