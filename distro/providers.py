@@ -42,6 +42,8 @@ from raptorflow_otel.distro.settings import Settings
 from raptorflow_otel.exporters import otlp, sentry_coexistence
 from raptorflow_otel.exporters.sentry_events import EventCommon
 from raptorflow_otel.exporters.sentry_exporter import SentryExporter
+from raptorflow_otel.processors.categorize import ErrorCategorizer
+from raptorflow_otel.processors.error_categories import ErrorRules
 from raptorflow_otel.processors.logged_exceptions import LoggedExceptions
 from raptorflow_otel.processors.pipeline import PipelineSpanProcessor, SpanTransform
 from raptorflow_otel.processors.scrubbing import Scrubber, ScrubOptions
@@ -211,6 +213,7 @@ def _tracer_provider(
     steps = []
     if logged_exceptions is not None:
         steps.append(("logged exceptions", logged_exceptions.attach))
+    steps.append(("error categorization", ErrorCategorizer(ErrorRules(settings["RAPTORFLOW_ERROR_CATEGORIES"]))))
     if telemetry.scrubber is not None:
         steps.append(("privacy scrubbing", telemetry.scrubber.scrub_span))
     exporters: list[SpanExporter] = [*([sentry] if sentry else []), *telemetry.span_exporters]

@@ -139,6 +139,17 @@ def parse_scrub_patterns(text: str) -> tuple[str, ...]:
     return patterns
 
 
+def parse_error_categories(text: str) -> dict[str, str]:
+    from raptorflow_otel.processors.error_categories import CATEGORIES, parse_category_overrides
+
+    try:
+        return parse_category_overrides(text)
+    except ValueError:
+        raise InvalidSetting(
+            "comma-separated module.Class=category pairs, with a category among " + ", ".join(CATEGORIES)
+        ) from None
+
+
 def parse_hash_key(text: str) -> str:
     if len(text) < MIN_HASH_KEY_CHARS:
         raise InvalidSetting(f"a secret of at least {MIN_HASH_KEY_CHARS} characters")
@@ -241,6 +252,7 @@ def _rows() -> list[Setting]:
         Setting("RAPTORFLOW_SCRUB_IP_ADDRESSES", parse_bool, True, "Filter IPv4 and IPv6 addresses (`server.address` and other infrastructure keys excepted).", kind="bool"),
         Setting("RAPTORFLOW_SCRUB_HASH_KEY", parse_hash_key, None, "Secret key (16 characters or more) for keyed pseudonyms: e-mail addresses, user ids and client addresses become stable HMAC-SHA256 pseudonyms instead of being filtered.", secret=True),
         Setting("RAPTORFLOW_SCRUB_MAX_VALUE_CHARS", positive_int, 32768, "Strings longer than this are cut before scrubbing, so the time spent per value is bounded.", kind="int"),
+        Setting("RAPTORFLOW_ERROR_CATEGORIES", parse_error_categories, None, "Error categories for your own exception classes, or to override the built-in ones: `myapp.errors.PaymentDeclined=business_logic,myapp.errors.UpstreamDown=external_api`. A class matches its subclasses too.", kind="pairs"),
         Setting("RAPTORFLOW_SENTRY_PENDING_TRACES", positive_int, 1000, "Max traces whose child spans wait for their root span before a Sentry transaction is built; the oldest is dropped beyond it.", kind="int"),
     ]
     return rows

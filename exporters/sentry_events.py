@@ -19,6 +19,7 @@ from sentry_sdk.tracing import get_span_status_from_http_code
 
 from raptorflow_otel.exporters import semconv
 from raptorflow_otel.exporters.sentry_frames import parse_exception_chain
+from raptorflow_otel.processors.error_categories import LEVEL_BY_SEVERITY, SEVERITIES
 
 SDK_NAME = "raptorflow-otel"
 MECHANISM_TYPE = "raptorflow_otel"
@@ -245,8 +246,33 @@ def build_error_events(
             item.span.kind is SpanKind.SERVER or (root is not None and item.span is root)
             for item, _ in members
         )
-        events.append(_error_event(deepest, values, root, common, handled=not unhandled))
+        event = _error_event(deepest, values, root, common, handled=not unhandled)
+        _apply_error_labels(event, deepest, [item for item, _ in members])
+        events.append(event)
     return events
+
+
+def _apply_error_labels(event: dict[str, Any], deepest: ExceptionOccurrence, members: list[ExceptionOccurrence]) -> None:
+    """Group by the categorizer's fingerprint, tag category and severity, and set Sentry's level.
+
+    Category and fingerprint come from the root cause (the deepest occurrence); the severity is the
+    worst of all occurrences, since the server span knows whether the request failed.
+    """
+    labels = deepest.event.attributes or {}
+    fingerprint = labels.get("error.fingerprint")
+    if fingerprint:
+        event["fingerprint"] = [str(fingerprint)]
+    severities = [str((item.event.attributes or {}).get("error.severity")) for item in members]
+    severities = [severity for severity in severities if severity in LEVEL_BY_SEVERITY]
+    tags: dict[str, str] = {}
+    if labels.get("error.category"):
+        tags["error.category"] = str(labels["error.category"])
+    if severities:
+        severity = max(severities, key=SEVERITIES.index)
+        tags["error.severity"] = severity
+        event["level"] = LEVEL_BY_SEVERITY[severity]
+    if tags:
+        event["tags"] = {**event.get("tags", {}), **tags}
 
 
 def _depths(spans: Sequence[ReadableSpan]) -> dict[int, int]:

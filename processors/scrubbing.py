@@ -47,6 +47,7 @@ _ALWAYS_SAFE_KEYS = frozenset(
         "telemetry.sdk.name", "telemetry.sdk.language", "telemetry.sdk.version",
         "service.name", "service.version", "service.instance.id", "deployment.environment",
         "deployment.environment.name", SUMMARY_COUNT, SUMMARY_RULES,
+        "error.category", "error.severity", "error.fingerprint",
     }
 )
 # Infrastructure addresses: the ip-address rule does not fire on these keys.

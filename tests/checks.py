@@ -129,6 +129,21 @@ def check_failing_query_error_on_db_span(scenario: ScenarioResult) -> None:
     assert error["exception"]["values"][-1]["mechanism"]["handled"] is False
 
 
+def check_errors_categorized(scenario: ScenarioResult) -> None:
+    """Check category, severity, level and fingerprint of the two error events of the scenario."""
+    (query_error,) = scenario.errors_of_type("OperationalError")
+    assert query_error["tags"]["error.category"] == "database"
+    assert query_error["tags"]["error.severity"] == "critical"  # a failing query: an outage
+    assert query_error["level"] == "fatal"
+    (value_error,) = scenario.errors_of_type("ValueError")
+    assert value_error["tags"]["error.category"] == "validation"
+    assert value_error["tags"]["error.severity"] == "high"  # it reached the user as a 500
+    assert value_error["level"] == "error"
+    fingerprints = {tuple(query_error["fingerprint"]), tuple(value_error["fingerprint"])}
+    assert len(fingerprints) == 2
+    assert all(len(item) == 1 and len(item[0]) == 32 for item in fingerprints)
+
+
 def check_not_found_without_error_event(scenario: ScenarioResult) -> None:
     missing = [
         t for t in scenario.transactions_named("GET /products/{product_id}")
@@ -227,6 +242,7 @@ CORE_CHECKS: tuple[Check, ...] = (
     check_transactions_carry_db_spans,
     check_unhandled_exception_linked,
     check_failing_query_one_error,
+    check_errors_categorized,
     check_not_found_without_error_event,
     check_incoming_traceparent_joins_trace,
     check_outgoing_httpx_carries_both_headers,

@@ -68,6 +68,10 @@ def test_failing_query_one_error_on_db_span(scenario):
     checks.check_failing_query_error_on_db_span(scenario)
 
 
+def test_error_events_categorized(scenario):
+    checks.check_errors_categorized(scenario)
+
+
 def test_not_found_without_error_event(scenario):
     checks.check_not_found_without_error_event(scenario)
 

@@ -30,6 +30,7 @@ MALFORMED_BY_PARSER = {
     "parse_scrub_rules": "email,no-such-rule",
     "parse_scrub_patterns": r"ORD-\d{8} (unclosed",
     "parse_hash_key": "short-key",
+    "parse_error_categories": "myapp.errors.Declined=billing",
 }
 VALIDATED = [row for row in SETTINGS if row.parse.__name__ in MALFORMED_BY_PARSER]
 
