@@ -79,7 +79,7 @@ class ErrorCategorizer:
 
 
 def _worse(current: dict[str, Any] | None, candidate: dict[str, Any]) -> dict[str, Any]:
-    """Of two label sets, keep the more severe one (the later one on a tie: the outermost exception)."""
+    """Return the more severe of two label sets (the later one on a tie: the outermost exception)."""
     if current is None or SEVERITIES.index(candidate[SEVERITY]) >= SEVERITIES.index(current[SEVERITY]):
         return candidate
     return current

@@ -47,7 +47,7 @@ _CLASS_CATEGORIES: dict[str, str] = {
     "MySQLdb._exceptions.MySQLError": "database",
     "redis.exceptions.RedisError": "database",
     "pymongo.errors.PyMongoError": "database",
-    # calls to other services that answered with an error
+    # calls to other services that returned an error
     "httpx.HTTPStatusError": "external_api",
     "requests.exceptions.HTTPError": "external_api",
     "aiohttp.client_exceptions.ClientResponseError": "external_api",
@@ -138,8 +138,8 @@ class ErrorRules:
     ) -> tuple[str, str]:
         """Return ``(category, severity)`` for an exception type (None: an error status only).
 
-        ``span_kind`` is the span's kind name in lower case. ``failed_request`` says that the
-        request failed for its caller (an exception escaped a server span, or it answered 5xx).
+        ``span_kind`` is the span's kind name in lower case. ``failed_request`` is true when
+        the request failed for its caller (an exception escaped a server span, or it returned 5xx).
         """
         attributes = attributes or {}
         category, critical = self._from_hierarchy(exception_type) if exception_type else (None, False)

@@ -42,7 +42,7 @@ def _call_path(stacktrace: str) -> list[str]:
 
 
 def _short_path(path: str) -> str:
-    """The last two parts of a path: stable across deploy directories, distinct across packages."""
+    """Return the last two parts of a path: stable across deploy directories, distinct across packages."""
     parts = re.split(r"[/\\]", path)
     return "/".join(parts[-2:])
 
