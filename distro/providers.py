@@ -177,10 +177,11 @@ def configure_telemetry(settings: Settings, *, install_globally: bool = True) ->
         return None
 
     logged_exceptions = LoggedExceptions() if telemetry.sentry_exporter is not None else None
-    if telemetry.sentry_exporter is not None or telemetry.span_exporters:
-        telemetry.tracer_provider = _tracer_provider(settings, resource, telemetry, logged_exceptions)
+    # Metrics first: the error categorization step of the tracer provider counts errors with them.
     if telemetry.metric_exporters:
         telemetry.meter_provider = _meter_provider(settings, resource, telemetry.metric_exporters)
+    if telemetry.sentry_exporter is not None or telemetry.span_exporters:
+        telemetry.tracer_provider = _tracer_provider(settings, resource, telemetry, logged_exceptions)
     if logged_exceptions is not None or log_exporter_names:
         telemetry.logger_provider = _logger_provider(
             settings, resource, logged_exceptions, log_exporter_names, scrubber
@@ -213,7 +214,11 @@ def _tracer_provider(
     steps = []
     if logged_exceptions is not None:
         steps.append(("logged exceptions", logged_exceptions.attach))
-    steps.append(("error categorization", ErrorCategorizer(ErrorRules(settings["RAPTORFLOW_ERROR_CATEGORIES"]))))
+    categorizer = ErrorCategorizer(
+        ErrorRules(settings["RAPTORFLOW_ERROR_CATEGORIES"]),
+        meter_provider=telemetry.meter_provider,
+    )
+    steps.append(("error categorization", categorizer))
     if telemetry.scrubber is not None:
         steps.append(("privacy scrubbing", telemetry.scrubber.scrub_span))
     exporters: list[SpanExporter] = [*([sentry] if sentry else []), *telemetry.span_exporters]

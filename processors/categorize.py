@@ -3,12 +3,16 @@
 For every span that ended with an exception or an error status, `ErrorCategorizer` sets
 ``error.category``, ``error.severity`` and ``error.fingerprint`` on the span, and on each
 ``exception`` event, plus the semantic-convention ``error.type`` when the instrumentation did
-not. It runs before privacy scrubbing, so it sees the exception as raised; the fingerprint is a
+not. With a meter provider it also counts errors in the ``raptorflow.errors`` counter, by
+category, severity and type, for alert rules. One failure is usually recorded on the span where it
+was raised and again on each span it escaped from: it is counted once per trace. It runs before privacy scrubbing, so it sees the exception as raised; the fingerprint is a
 hash and carries none of its text.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Mapping
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -18,7 +22,7 @@ from raptorflow_otel.processors.error_categories import SEVERITIES, ErrorRules
 from raptorflow_otel.processors.fingerprints import fingerprint
 from raptorflow_otel.processors.span_copy import copy_span
 
-__all__ = ["ErrorCategorizer", "CATEGORY", "SEVERITY", "FINGERPRINT", "ERROR_TYPE"]
+__all__ = ["ErrorCategorizer", "CATEGORY", "SEVERITY", "FINGERPRINT", "ERROR_TYPE", "ERRORS_METRIC"]
 
 CATEGORY = "error.category"
 SEVERITY = "error.severity"
@@ -26,11 +30,24 @@ FINGERPRINT = "error.fingerprint"
 ERROR_TYPE = "error.type"
 
 
+ERRORS_METRIC = "raptorflow.errors"
+_MAX_COUNTED = 4096
+
+
 class ErrorCategorizer:
     """A span transform step; spans without an error are returned unchanged."""
 
-    def __init__(self, rules: ErrorRules | None = None) -> None:
+    def __init__(self, rules: ErrorRules | None = None, *, meter_provider: Any = None) -> None:  # noqa: ANN401
         self._rules = rules or ErrorRules()
+        self._counter = None
+        if meter_provider is not None:
+            meter = meter_provider.get_meter("raptorflow_otel.errors")
+            self._counter = meter.create_counter(
+                ERRORS_METRIC, unit="{error}", description="Errors by category, severity and type, one per failure and trace."
+            )
+        # (trace id, exception type, message) of failures already counted, oldest first.
+        self._counted: OrderedDict[tuple[int, str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __call__(self, span: ReadableSpan) -> ReadableSpan:
         exceptions = [event for event in span.events if event.name == "exception"]
@@ -56,7 +73,32 @@ class ErrorCategorizer:
         new_attributes = {**attributes, **labels}
         if ERROR_TYPE not in attributes:
             new_attributes[ERROR_TYPE] = _error_type(exceptions, attributes)
+        if self._counter is not None:
+            self._count(span, exceptions, events, new_attributes)
         return copy_span(span, attributes=new_attributes, events=events)
+
+    def _count(self, span: ReadableSpan, exceptions: list[Event], events: list[Event], attributes: Mapping[str, Any]) -> None:
+        failures = [
+            ((event.attributes or {}).get("exception.type", ""), (event.attributes or {}).get("exception.message", ""), event.attributes or {})
+            for event in events
+            if event.name == "exception"
+        ] or [(attributes[ERROR_TYPE], "", attributes)]
+        for exception_type, message, labels in failures:
+            key = (span.context.trace_id, str(exception_type), str(message)[:200])
+            with self._lock:
+                if key in self._counted:
+                    continue
+                self._counted[key] = None
+                if len(self._counted) > _MAX_COUNTED:
+                    self._counted.popitem(last=False)
+            self._counter.add(
+                1,
+                {
+                    CATEGORY: labels[CATEGORY],
+                    SEVERITY: labels[SEVERITY],
+                    ERROR_TYPE: str(exception_type),
+                },
+            )
 
     def _labels(
         self, event_attributes: Mapping[str, Any], kind: str, attributes: Mapping[str, Any], failed_request: bool

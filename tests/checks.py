@@ -144,6 +144,10 @@ def check_errors_categorized(scenario: ScenarioResult) -> None:
     assert all(len(item) == 1 and len(item[0]) == 32 for item in fingerprints)
 
 
+def check_error_metric_exported(scenario: ScenarioResult) -> None:
+    assert "raptorflow.errors" in scenario.metric_names
+
+
 def check_not_found_without_error_event(scenario: ScenarioResult) -> None:
     missing = [
         t for t in scenario.transactions_named("GET /products/{product_id}")
@@ -243,6 +247,7 @@ CORE_CHECKS: tuple[Check, ...] = (
     check_unhandled_exception_linked,
     check_failing_query_one_error,
     check_errors_categorized,
+    check_error_metric_exported,
     check_not_found_without_error_event,
     check_incoming_traceparent_joins_trace,
     check_outgoing_httpx_carries_both_headers,

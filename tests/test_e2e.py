@@ -70,6 +70,7 @@ def test_failing_query_one_error_on_db_span(scenario):
 
 def test_error_events_categorized(scenario):
     checks.check_errors_categorized(scenario)
+    checks.check_error_metric_exported(scenario)
 
 
 def test_not_found_without_error_event(scenario):

@@ -287,3 +287,25 @@ def test_step_labels_status_only_error():
     labeled = ErrorCategorizer()(span)
     assert labeled.attributes["error.category"] == "system"
     assert labeled.attributes["error.type"] == "503"
+
+
+def test_errors_counted_once_per_failure():
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    categorizer = ErrorCategorizer(meter_provider=MeterProvider(metric_readers=[reader]))
+    failure = {"exception.type": "sqlite3.OperationalError", "exception.message": "no such table: orders"}
+    categorizer(span_with(failure, kind=SpanKind.CLIENT, attributes={"db.system": "sqlite"}, status=StatusCode.ERROR))
+    categorizer(span_with(failure, attributes={"http.response.status_code": 500}))  # the same failure, escaped
+    categorizer(span_with(None, attributes={"http.response.status_code": 503}))
+    points = [
+        point
+        for resource in reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "raptorflow.errors"
+        for point in metric.data.data_points
+    ]
+    counts = {(point.attributes["error.type"], point.attributes["error.category"]): point.value for point in points}
+    assert counts == {("sqlite3.OperationalError", "database"): 1, ("503", "system"): 1}
