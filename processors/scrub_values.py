@@ -429,7 +429,7 @@ class ValueRules:
         return self._hash_key is not None
 
     def scrub_text(
-        self, text: str, fired: list[str], *, allow_ip: bool = True, sql: bool = False, _depth: int = 0
+        self, text: str, fired: list[str], *, allow_ip: bool = True, _depth: int = 0
     ) -> str:
         """Return ``text`` with every finding replaced; append one rule name to ``fired`` per finding.
 

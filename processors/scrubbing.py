@@ -387,7 +387,7 @@ class Scrubber:
         if statement in self._clean_statements:
             return statement
         before = len(fired)
-        result = self._values.scrub_text(self._statement(statement, fired, attributes), fired, sql=True)
+        result = self._values.scrub_text(self._statement(statement, fired, attributes), fired)
         if len(fired) == before and len(statement) <= _MAX_CLEAN_TEXT_CHARS * 4:
             if len(self._clean_statements) >= _MAX_CLEAN_TEXTS:
                 self._clean_statements.clear()
