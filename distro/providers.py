@@ -47,6 +47,7 @@ from raptorflow_otel.processors.error_categories import ErrorRules
 from raptorflow_otel.processors.logged_exceptions import LoggedExceptions
 from raptorflow_otel.processors.pipeline import PipelineSpanProcessor, SpanTransform
 from raptorflow_otel.processors.scrubbing import Scrubber, ScrubOptions
+from raptorflow_otel.processors.sessions import SessionPropagator, SessionSpanProcessor
 
 _logger = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ def _tracer_provider(
         resource=resource,
         sampler=build_sampler(settings, record_unsampled_roots=sentry is not None),
     )
+    provider.add_span_processor(SessionSpanProcessor())
     steps = []
     if logged_exceptions is not None:
         steps.append(("logged exceptions", logged_exceptions.attach))
@@ -290,10 +292,30 @@ def _install(settings: Settings, telemetry: Telemetry) -> None:
         logs.set_logger_provider(telemetry.logger_provider)
     if not settings.is_set("OTEL_PROPAGATORS"):
         _install_default_propagators(settings)
+    _add_session_propagator(settings)
     if telemetry.sentry_exporter is not None:
         sentry_coexistence.install()
     if telemetry.scrubber is not None:
         sentry_coexistence.install_scrubber(telemetry.scrubber)
+
+
+def _add_session_propagator(settings: Settings) -> None:
+    """Add the extract-only session propagator to whatever propagators are installed.
+
+    It is added even when ``OTEL_PROPAGATORS`` names the propagators, since it injects nothing and
+    only reads the request's session headers.
+    """
+    from opentelemetry import propagate
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    hash_key = settings["RAPTORFLOW_SCRUB_HASH_KEY"]
+    session = SessionPropagator(
+        session_header=settings["RAPTORFLOW_SESSION_HEADER"],
+        session_cookie=settings["RAPTORFLOW_SESSION_COOKIE"],
+        user_header=settings["RAPTORFLOW_USER_HEADER"],
+        cookie_key=hash_key.encode() if hash_key else None,
+    )
+    propagate.set_global_textmap(CompositePropagator([propagate.get_global_textmap(), session]))
 
 
 def _install_default_propagators(settings: Settings) -> None:

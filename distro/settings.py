@@ -252,6 +252,9 @@ def _rows() -> list[Setting]:
         Setting("RAPTORFLOW_SCRUB_IP_ADDRESSES", parse_bool, True, "Filter IPv4 and IPv6 addresses (`server.address` and other infrastructure keys excepted).", kind="bool"),
         Setting("RAPTORFLOW_SCRUB_HASH_KEY", parse_hash_key, None, "Secret key (16 characters or more) for keyed pseudonyms: e-mail addresses, user ids and client addresses become stable HMAC-SHA256 pseudonyms instead of being filtered.", secret=True),
         Setting("RAPTORFLOW_SCRUB_MAX_VALUE_CHARS", positive_int, 32768, "Strings longer than this are cut before scrubbing, so the time spent per value is bounded.", kind="int"),
+        Setting("RAPTORFLOW_SESSION_HEADER", parse_text, "X-Session-ID", "Request header that carries the session id; its value becomes `session.id` on every span of the request."),
+        Setting("RAPTORFLOW_SESSION_COOKIE", parse_text, None, "Session cookie to derive `session.id` from when the session header is absent. The cookie value is never recorded: a hash of it is (keyed with `RAPTORFLOW_SCRUB_HASH_KEY` when set)."),
+        Setting("RAPTORFLOW_USER_HEADER", parse_text, "X-User-ID", "Request header that carries the user id (`user.id`); W3C baggage `user.id` is used when it is absent."),
         Setting("RAPTORFLOW_ERROR_CATEGORIES", parse_error_categories, None, "Error categories for your own exception classes, or to override the built-in ones: `myapp.errors.PaymentDeclined=business_logic,myapp.errors.UpstreamDown=external_api`. A class matches its subclasses too.", kind="pairs"),
         Setting("RAPTORFLOW_SENTRY_PENDING_TRACES", positive_int, 1000, "Max traces whose child spans wait for their root span before a Sentry transaction is built; the oldest is dropped beyond it.", kind="int"),
     ]

@@ -178,6 +178,7 @@ def build_transaction(
     request = _request(root)
     if request:
         event["request"] = request
+    _apply_session(event, root)
     return common.apply(event)
 
 
@@ -314,7 +315,25 @@ def _error_event(
         request = _request(transaction_root)
         if request:
             event["request"] = request
+    _apply_session(event, occurrence.span)
     return common.apply(event)
+
+
+def _apply_session(event: dict[str, Any], span: ReadableSpan) -> None:
+    """Copy the session step's attributes: replay id to ``contexts.replay``, user and session tags.
+
+    The replay context is what makes Sentry link an event to the browser's session replay.
+    """
+    attributes = span.attributes or {}
+    replay_id = attributes.get("sentry.replay_id")
+    if replay_id:
+        event.setdefault("contexts", {})["replay"] = {"replay_id": str(replay_id)}
+    user_id = attributes.get("user.id")
+    if user_id:
+        event["user"] = {**event.get("user", {}), "id": str(user_id)}
+    tags = {key: str(attributes[key]) for key in ("session.id", "session.type") if attributes.get(key)}
+    if tags:
+        event["tags"] = {**event.get("tags", {}), **tags}
 
 
 def _exception_values(attributes: Mapping[str, Any], common: EventCommon) -> list[dict[str, Any]]:

@@ -1,0 +1,97 @@
+"""The session propagator and span processor, without a server."""
+
+from __future__ import annotations
+
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from raptorflow_otel.processors.sessions import SessionPropagator, SessionSpanProcessor
+
+
+def extract(headers, **options):
+    return SessionPropagator(**options).extract({key.lower(): [value] for key, value in headers.items()})
+
+
+def spans_under(context):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SessionSpanProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    # Servers attach the extracted context before they start the server span, as done here.
+    token = otel_context.attach(context) if context is not None else None
+    try:
+        with tracer.start_as_current_span("GET /orders"):
+            with tracer.start_as_current_span("SELECT orders"):
+                pass
+    finally:
+        if token is not None:
+            otel_context.detach(token)
+    return exporter.get_finished_spans()
+
+
+def test_header_session_on_parent_and_child():
+    spans = spans_under(extract({"X-Session-ID": "s-1", "X-User-ID": "u-9"}))
+    assert len(spans) == 2
+    for span in spans:
+        assert span.attributes["session.id"] == "s-1"
+        assert span.attributes["user.id"] == "u-9"
+        assert span.attributes["session.type"] == "api"
+
+
+def test_custom_header_names():
+    context = extract({"X-Request-Session": "s-2", "X-Account": "u-3"}, session_header="X-Request-Session", user_header="X-Account")
+    (child, parent) = spans_under(context)
+    assert parent.attributes["session.id"] == "s-2"
+    assert parent.attributes["user.id"] == "u-3"
+
+
+def test_cookie_pseudonym_keyed_and_stable():
+    headers = {"Cookie": "theme=dark; sid=secret-cookie-value"}
+    first = spans_under(extract(headers, session_cookie="sid"))[0].attributes["session.id"]
+    again = spans_under(extract(headers, session_cookie="sid"))[0].attributes["session.id"]
+    keyed = spans_under(extract(headers, session_cookie="sid", cookie_key=b"k" * 16))[0].attributes["session.id"]
+    assert first == again
+    assert first != keyed
+    assert "secret-cookie-value" not in first + keyed
+    assert spans_under(extract(headers, session_cookie="sid"))[0].attributes["session.type"] == "web"
+
+
+def test_session_type_declared_or_inferred():
+    assert spans_under(extract({"X-Session-ID": "s", "X-Session-Type": "background"}))[0].attributes["session.type"] == "background"
+    mobile = {"X-Session-ID": "s", "User-Agent": "ShopApp/3.2 (iPhone; iOS 17.4) CFNetwork/1490"}
+    assert spans_under(extract(mobile))[0].attributes["session.type"] == "mobile"
+    assert spans_under(extract({"X-Session-ID": "s", "X-Session-Type": "bogus"}))[0].attributes["session.type"] == "api"
+
+
+def test_baggage_session_user_and_replay():
+    baggage = "session.id=s-from-baggage,user.id=u%2D7,sentry-replay_id=0123456789abcdef0123456789abcdef;prop=1"
+    (_, parent) = spans_under(extract({"baggage": baggage}))
+    assert parent.attributes["session.id"] == "s-from-baggage"
+    assert parent.attributes["user.id"] == "u-7"
+    assert parent.attributes["sentry.replay_id"] == "0123456789abcdef0123456789abcdef"
+
+
+def test_invalid_replay_id_ignored():
+    (_, parent) = spans_under(extract({"baggage": "sentry-replay_id=not-a-uuid"}))
+    assert "sentry.replay_id" not in parent.attributes
+
+
+def test_header_wins_over_baggage():
+    (_, parent) = spans_under(extract({"X-Session-ID": "s-header", "baggage": "session.id=s-baggage"}))
+    assert parent.attributes["session.id"] == "s-header"
+
+
+def test_no_session_without_context():
+    spans = spans_under(None)
+    assert all("session.id" not in span.attributes for span in spans)
+
+
+def test_propagator_injects_nothing():
+    carrier: dict[str, str] = {}
+    propagator = SessionPropagator()
+    propagator.inject(carrier, extract({"X-Session-ID": "s"}))
+    assert carrier == {}
+    assert propagator.fields == set()
