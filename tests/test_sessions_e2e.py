@@ -12,9 +12,9 @@ SESSION = "sess-7f3a9c"
 REPLAY = "4d7cbe6f1e6a4f1f9c8b2a0d5e7f3a21"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    env = {"RAPTORFLOW_SESSION_COOKIE": "shop_session"}
+@pytest.fixture(scope="module", params=["native", "contrib"])
+def stack(request, tmp_path_factory):
+    env = {"RAPTORFLOW_SESSION_COOKIE": "shop_session", "RAPTORFLOW_FASTAPI_MODE": request.param}
     with run_shop_stack(tmp_path_factory.mktemp("sessions"), env) as shop_stack:
         yield shop_stack
 
