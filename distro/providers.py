@@ -212,7 +212,7 @@ def _tracer_provider(
         resource=resource,
         sampler=build_sampler(settings, record_unsampled_roots=sentry is not None),
     )
-    provider.add_span_processor(SessionSpanProcessor())
+    provider.add_span_processor(SessionSpanProcessor(sentry.request_sessions if sentry is not None else None))
     steps = []
     if logged_exceptions is not None:
         steps.append(("logged exceptions", logged_exceptions.attach))

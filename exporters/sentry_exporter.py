@@ -37,6 +37,7 @@ from raptorflow_otel.exporters.sentry_events import (
     build_transaction,
     is_local_root,
 )
+from raptorflow_otel.processors.release_health import RequestSessions
 
 _logger = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ class SentryExporter(SpanExporter):
         self._lock = threading.Lock()
         self.stats = SentryExporterStats()
         self._public_key = Dsn(dsn).public_key if dsn else None
+        # Release health needs a release: Sentry rejects session aggregates without one.
+        self.request_sessions = RequestSessions() if common.release else None
         self._client = sentry_sdk.Client(
             dsn=dsn,
             environment=common.environment,
@@ -173,9 +176,11 @@ class SentryExporter(SpanExporter):
             self.stats.spans_dropped_without_root = self._pending.dropped_spans
         for envelope in envelopes:
             self._send(envelope)
+        self._send_request_sessions(final=False)
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
+        self._send_request_sessions(final=True)
         self._client.close(timeout=2.0)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -232,6 +237,20 @@ class SentryExporter(SpanExporter):
                 trace["transaction"] = event["transaction"]
             headers["trace"] = trace
         return headers
+
+    def _send_request_sessions(self, *, final: bool) -> None:
+        """Send the finished minutes of request sessions (every minute at shutdown)."""
+        if self.request_sessions is None:
+            return
+        aggregates = self.request_sessions.take(None if final else time.time_ns())
+        if not aggregates:
+            return
+        attributes = {"release": self._common.release}
+        if self._common.environment:
+            attributes["environment"] = self._common.environment
+        envelope = Envelope(headers={"sent_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")})
+        envelope.add_sessions({"attrs": attributes, "aggregates": aggregates})
+        self._send(envelope)
 
     def _send(self, envelope: Envelope) -> None:
         if self._client.spotlight is not None:

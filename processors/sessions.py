@@ -25,13 +25,15 @@ import hmac
 import re
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
 from urllib.parse import unquote
 
 from opentelemetry import context as context_api
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import CarrierT, Getter, Setter, TextMapPropagator, default_getter
-from opentelemetry.sdk.trace import Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind, StatusCode
+
+from raptorflow_otel.processors.release_health import RequestSessions
 
 __all__ = ["SessionInfo", "SessionPropagator", "SessionSpanProcessor", "SESSION_TYPES"]
 
@@ -135,21 +137,48 @@ class SessionPropagator(TextMapPropagator):
 
 
 class SessionSpanProcessor(SpanProcessor):
-    """Puts the request's `SessionInfo` on every span started in its context."""
+    """Puts the request's `SessionInfo` on every span started in its context.
+
+    With `RequestSessions`, it also counts each request's outcome for Sentry release health when
+    the request's server span ends.
+    """
+
+    def __init__(self, request_sessions: RequestSessions | None = None) -> None:
+        self._request_sessions = request_sessions
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         info = context_api.get_value(_CONTEXT_KEY, parent_context)
         if isinstance(info, SessionInfo):
             span.set_attributes(info.attributes())
 
-    def on_end(self, span: Any) -> None:  # noqa: ANN401 - a ReadableSpan
-        return None
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._request_sessions is None or span.kind is not SpanKind.SERVER:
+            return
+        if span.parent is not None and not span.parent.is_remote:
+            return  # not the request's outermost span in this process
+        self._request_sessions.record(span.start_time or 0, request_outcome(span))
 
     def shutdown(self) -> None:
         return None
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def request_outcome(span: ReadableSpan) -> str:
+    """Return ``crashed`` (an exception escaped with a 5xx), ``errored`` or ``exited``."""
+    attributes = span.attributes or {}
+    status = attributes.get("http.response.status_code", attributes.get("http.status_code"))
+    failed = span.status.status_code is StatusCode.ERROR or (isinstance(status, int) and status >= 500)
+    # Contrib instrumentation records the exception as an event; FastAPI's native telemetry sets
+    # ``error.type`` to the exception's class (and reports the exception in a log record).
+    error_type = str(attributes.get("error.type", ""))
+    raised = any(event.name == "exception" for event in span.events) or (bool(error_type) and not error_type.isdigit() and error_type != "_OTHER")
+    if failed and raised:
+        return "crashed"
+    if failed or raised:
+        return "errored"
+    return "exited"
 
 
 def _first(getter: Getter[CarrierT], carrier: CarrierT, name: str) -> str | None:

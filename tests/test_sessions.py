@@ -95,3 +95,57 @@ def test_propagator_injects_nothing():
     propagator.inject(carrier, extract({"X-Session-ID": "s"}))
     assert carrier == {}
     assert propagator.fields == set()
+
+
+# -- release health -------------------------------------------------------------------------------
+
+MINUTE_NS = 60_000_000_000
+
+
+def test_request_sessions_per_minute():
+    from raptorflow_otel.processors.release_health import RequestSessions
+
+    sessions = RequestSessions()
+    start = 1_796_000_000 * 1_000_000_000 // MINUTE_NS * MINUTE_NS
+    sessions.record(start + 1, "exited")
+    sessions.record(start + 2, "exited")
+    sessions.record(start + 3, "crashed")
+    sessions.record(start + MINUTE_NS, "errored")
+    finished = sessions.take(start + MINUTE_NS + 5)
+    assert len(finished) == 1
+    assert finished[0]["exited"] == 2
+    assert finished[0]["crashed"] == 1
+    assert "errored" not in finished[0]
+    assert finished[0]["started"].endswith(":00Z")
+    (rest,) = sessions.take()
+    assert rest["errored"] == 1
+    assert sessions.take() == []
+
+
+def test_request_sessions_bounded():
+    from raptorflow_otel.processors.release_health import RequestSessions
+
+    sessions = RequestSessions(max_minutes=2)
+    for minute in range(3):
+        sessions.record(minute * MINUTE_NS, "exited")
+    assert sessions.dropped == 1
+    assert len(sessions.take()) == 2
+
+
+def test_request_outcome_from_span():
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import SpanContext, SpanKind
+    from opentelemetry.trace.status import Status, StatusCode
+
+    from raptorflow_otel.processors.sessions import request_outcome
+
+    def server(status=StatusCode.UNSET, attributes=None, events=()):
+        return ReadableSpan(
+            name="GET /", context=SpanContext(1, 2, False), kind=SpanKind.SERVER,
+            status=Status(status), attributes=attributes or {}, events=list(events),
+        )
+
+    assert request_outcome(server(attributes={"http.response.status_code": 200})) == "exited"
+    assert request_outcome(server(StatusCode.ERROR, {"http.response.status_code": 500, "error.type": "ValueError"})) == "crashed"
+    assert request_outcome(server(StatusCode.ERROR, {"http.response.status_code": 503, "error.type": "503"})) == "errored"
+    assert request_outcome(server(events=[Event("exception", {"exception.type": "KeyError"})])) == "errored"

@@ -14,7 +14,12 @@ REPLAY = "4d7cbe6f1e6a4f1f9c8b2a0d5e7f3a21"
 
 @pytest.fixture(scope="module", params=["native", "contrib"])
 def stack(request, tmp_path_factory):
-    env = {"RAPTORFLOW_SESSION_COOKIE": "shop_session", "RAPTORFLOW_FASTAPI_MODE": request.param}
+    env = {
+        "RAPTORFLOW_SESSION_COOKIE": "shop_session",
+        "RAPTORFLOW_FASTAPI_MODE": request.param,
+        "SENTRY_RELEASE": "shop@1.4.2",
+        "SENTRY_ENVIRONMENT": "staging",
+    }
     with run_shop_stack(tmp_path_factory.mktemp("sessions"), env) as shop_stack:
         yield shop_stack
 
@@ -70,3 +75,19 @@ def test_replay_id_from_baggage_reaches_error(stack):
         normalized = normalizer.normalize_event(json.loads(json.dumps(payload)))
         assert "errors" not in normalized, normalized.get("errors")
         assert normalized["contexts"]["replay"]["replay_id"] == REPLAY
+
+
+def test_release_health_aggregates_at_shutdown(stack):
+    """Runs last: stops the app, whose SIGTERM flush sends the request sessions of every minute."""
+    stack.app.stop()
+    payloads = stack.sentry.items("sessions")
+    assert payloads
+    for payload in payloads:
+        assert payload["attrs"] == {"release": "shop@1.4.2", "environment": "staging"}
+        sentry_relay.parse_release(payload["attrs"]["release"])  # raises on a release Sentry rejects
+        for aggregate in payload["aggregates"]:
+            assert aggregate["started"].endswith(":00Z")
+            assert set(aggregate) - {"started"} <= {"exited", "errored", "crashed"}
+    totals = {status: sum(a.get(status, 0) for p in payloads for a in p["aggregates"]) for status in ("exited", "errored", "crashed")}
+    # The module sent 3 successful requests and 2 that raised out of the route (/orders/7/broken, /boom).
+    assert totals == {"exited": 3, "errored": 0, "crashed": 2}
