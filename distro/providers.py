@@ -47,6 +47,7 @@ from raptorflow_otel.processors.error_categories import ErrorRules
 from raptorflow_otel.processors.logged_exceptions import LoggedExceptions
 from raptorflow_otel.processors.pipeline import PipelineSpanProcessor, SpanTransform
 from raptorflow_otel.processors.scrubbing import Scrubber, ScrubOptions
+from raptorflow_otel.processors.session_tracker import SessionTracker
 from raptorflow_otel.processors.sessions import SessionPropagator, SessionSpanProcessor
 
 _logger = logging.getLogger(__name__)
@@ -212,7 +213,18 @@ def _tracer_provider(
         resource=resource,
         sampler=build_sampler(settings, record_unsampled_roots=sentry is not None),
     )
-    provider.add_span_processor(SessionSpanProcessor(sentry.request_sessions if sentry is not None else None))
+    tracker = None
+    if telemetry.meter_provider is not None:
+        tracker = SessionTracker(
+            ttl_seconds=settings["RAPTORFLOW_SESSION_TTL_SECONDS"],
+            idle_seconds=settings["RAPTORFLOW_SESSION_IDLE_SECONDS"],
+            max_sessions=settings["RAPTORFLOW_SESSION_MAX"],
+            conversion_routes=settings["RAPTORFLOW_SESSION_CONVERSION_ROUTES"],
+            meter_provider=telemetry.meter_provider,
+        )
+    provider.add_span_processor(
+        SessionSpanProcessor(sentry.request_sessions if sentry is not None else None, tracker)
+    )
     steps = []
     if logged_exceptions is not None:
         steps.append(("logged exceptions", logged_exceptions.attach))

@@ -255,6 +255,10 @@ def _rows() -> list[Setting]:
         Setting("RAPTORFLOW_SESSION_HEADER", parse_text, "X-Session-ID", "Request header that carries the session id; its value becomes `session.id` on every span of the request."),
         Setting("RAPTORFLOW_SESSION_COOKIE", parse_text, None, "Session cookie to derive `session.id` from when the session header is absent. The cookie value is never recorded: a hash of it is (keyed with `RAPTORFLOW_SCRUB_HASH_KEY` when set)."),
         Setting("RAPTORFLOW_USER_HEADER", parse_text, "X-User-ID", "Request header that carries the user id (`user.id`); W3C baggage `user.id` is used when it is absent."),
+        Setting("RAPTORFLOW_SESSION_TTL_SECONDS", positive_int, 1800, "A session with no request for this long expires (it ends and its duration is recorded), in seconds.", kind="int"),
+        Setting("RAPTORFLOW_SESSION_IDLE_SECONDS", positive_int, 300, "A session with no request for this long counts as idle, no longer active, in seconds.", kind="int"),
+        Setting("RAPTORFLOW_SESSION_MAX", positive_int, 10000, "Max sessions one process follows; beyond it the least recently seen one is terminated.", kind="int"),
+        Setting("RAPTORFLOW_SESSION_CONVERSION_ROUTES", parse_list, (), "Routes that mark a session as converted, comma-separated, as route templates with or without the method: `POST /checkout/{product_id},/orders/{order_id}/paid`.", kind="list"),
         Setting("RAPTORFLOW_ERROR_CATEGORIES", parse_error_categories, None, "Error categories for your own exception classes, or to override the built-in ones: `myapp.errors.PaymentDeclined=business_logic,myapp.errors.UpstreamDown=external_api`. A class matches its subclasses too.", kind="pairs"),
         Setting("RAPTORFLOW_SENTRY_PENDING_TRACES", positive_int, 1000, "Max traces whose child spans wait for their root span before a Sentry transaction is built; the oldest is dropped beyond it.", kind="int"),
     ]

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from raptorflow_otel.processors.release_health import RequestSessions
+from raptorflow_otel.processors.session_tracker import SessionTracker
 
 __all__ = ["SessionInfo", "SessionPropagator", "SessionSpanProcessor", "SESSION_TYPES"]
 
@@ -51,7 +52,7 @@ _MAX_ID_CHARS = 128
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """What one request says about its session, user and replay."""
+    """The session, user and replay ids that one request carries."""
 
     session_id: str | None
     session_type: str
@@ -143,8 +144,9 @@ class SessionSpanProcessor(SpanProcessor):
     the request's server span ends.
     """
 
-    def __init__(self, request_sessions: RequestSessions | None = None) -> None:
+    def __init__(self, request_sessions: RequestSessions | None = None, tracker: SessionTracker | None = None) -> None:
         self._request_sessions = request_sessions
+        self._tracker = tracker
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         info = context_api.get_value(_CONTEXT_KEY, parent_context)
@@ -152,14 +154,27 @@ class SessionSpanProcessor(SpanProcessor):
             span.set_attributes(info.attributes())
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._request_sessions is None or span.kind is not SpanKind.SERVER:
+        if span.kind is not SpanKind.SERVER or (self._request_sessions is None and self._tracker is None):
             return
         if span.parent is not None and not span.parent.is_remote:
             return  # not the request's outermost span in this process
-        self._request_sessions.record(span.start_time or 0, request_outcome(span))
+        outcome = request_outcome(span)
+        if self._request_sessions is not None:
+            self._request_sessions.record(span.start_time or 0, outcome)
+        attributes = span.attributes or {}
+        session_id = attributes.get(SESSION_ID)
+        if self._tracker is not None and session_id:
+            self._tracker.observe(
+                str(session_id),
+                str(attributes.get(SESSION_TYPE, "api")),
+                method=str(attributes.get("http.request.method", attributes.get("http.method", ""))),
+                route=str(attributes.get("http.route", "")),
+                errored=outcome != "exited",
+            )
 
     def shutdown(self) -> None:
-        return None
+        if self._tracker is not None:
+            self._tracker.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True

@@ -149,3 +149,92 @@ def test_request_outcome_from_span():
     assert request_outcome(server(StatusCode.ERROR, {"http.response.status_code": 500, "error.type": "ValueError"})) == "crashed"
     assert request_outcome(server(StatusCode.ERROR, {"http.response.status_code": 503, "error.type": "503"})) == "errored"
     assert request_outcome(server(events=[Event("exception", {"exception.type": "KeyError"})])) == "errored"
+
+
+# -- lifecycle and metrics -------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tracker_with_reader(**options):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from raptorflow_otel.processors.session_tracker import SessionTracker
+
+    reader = InMemoryMetricReader()
+    clock = FakeClock()
+    tracker = SessionTracker(meter_provider=MeterProvider(metric_readers=[reader]), clock=clock, **options)
+    return tracker, reader, clock
+
+
+def metric_points(reader) -> dict[str, list]:
+    points: dict[str, list] = {}
+    for resource in reader.get_metrics_data().resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    return points
+
+
+def total(points, name, **attributes) -> float:
+    return sum(
+        point.value
+        for point in points.get(name, [])
+        if all(point.attributes.get(key) == value for key, value in attributes.items())
+    )
+
+
+def test_lifecycle_created_active_idle_expired():
+    tracker, reader, clock = tracker_with_reader(ttl_seconds=100, idle_seconds=10)
+    tracker.observe("s1", "web")
+    assert tracker.state_of("s1") == "created"
+    clock.now += 5
+    tracker.observe("s1", "web")
+    assert tracker.state_of("s1") == "active"
+    clock.now += 20
+    assert tracker.state_of("s1") == "idle"
+    clock.now += 100
+    assert tracker.state_of("s1") is None
+    points = metric_points(reader)
+    assert total(points, "raptorflow.sessions.started", **{"session.type": "web"}) == 1
+    assert total(points, "raptorflow.sessions.ended", reason="expired") == 1
+    (duration,) = points["raptorflow.session.duration"]
+    assert duration.sum == 5
+
+
+def test_eviction_terminates_oldest():
+    tracker, reader, clock = tracker_with_reader(max_sessions=2)
+    for session_id in ("a", "b", "c"):
+        tracker.observe(session_id, "api")
+        clock.now += 1
+    assert tracker.state_of("a") is None
+    assert tracker.state_of("c") == "created"
+    assert total(metric_points(reader), "raptorflow.sessions.ended", reason="terminated") == 1
+
+
+def test_errored_and_converted_counted_once():
+    tracker, reader, _ = tracker_with_reader(conversion_routes=["POST /checkout/{product_id}"])
+    tracker.observe("s", "web", method="GET", route="/products/{product_id}", errored=True)
+    tracker.observe("s", "web", method="POST", route="/checkout/{product_id}", errored=True)
+    tracker.observe("s", "web", method="POST", route="/checkout/{product_id}")
+    points = metric_points(reader)
+    assert total(points, "raptorflow.sessions.errored") == 1
+    assert total(points, "raptorflow.sessions.converted") == 1
+
+
+def test_active_gauge_and_shutdown():
+    tracker, reader, _ = tracker_with_reader()
+    tracker.observe("s1", "web")
+    tracker.observe("s2", "mobile")
+    points = metric_points(reader)
+    assert total(points, "raptorflow.sessions.active", **{"session.type": "web"}) == 1
+    assert total(points, "raptorflow.sessions.active", **{"session.type": "mobile"}) == 1
+    tracker.shutdown()
+    assert total(metric_points(reader), "raptorflow.sessions.ended", reason="terminated") == 2

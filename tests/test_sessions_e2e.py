@@ -88,6 +88,8 @@ def test_release_health_aggregates_at_shutdown(stack):
         for aggregate in payload["aggregates"]:
             assert aggregate["started"].endswith(":00Z")
             assert set(aggregate) - {"started"} <= {"exited", "errored", "crashed"}
+    for name in ("raptorflow.sessions.started", "raptorflow.sessions.ended", "raptorflow.sessions.errored", "raptorflow.session.duration", "raptorflow.errors"):
+        assert name in stack.otlp.metric_names(), name
     totals = {status: sum(a.get(status, 0) for p in payloads for a in p["aggregates"]) for status in ("exited", "errored", "crashed")}
     # The module sent 3 successful requests and 2 that raised out of the route (/orders/7/broken, /boom).
     assert totals == {"exited": 3, "errored": 0, "crashed": 2}
