@@ -5,7 +5,7 @@ For every span that ended with an exception or an error status, `ErrorCategorize
 ``exception`` event, plus the semantic-convention ``error.type`` when the instrumentation did
 not. With a meter provider it also counts errors in the ``raptorflow.errors`` counter, by
 category, severity and type, for alert rules. One failure is usually recorded on the span where it
-was raised and again on each span it escaped from: it is counted once per trace. It runs before privacy scrubbing, so it sees the exception as raised; the fingerprint is a
+was raised and again on each span it escaped from: each exception type counts once per trace. It runs before privacy scrubbing, so it sees the exception as raised; the fingerprint is a
 hash and carries none of its text.
 """
 
@@ -45,8 +45,8 @@ class ErrorCategorizer:
             self._counter = meter.create_counter(
                 ERRORS_METRIC, unit="{error}", description="Errors by category, severity and type, one per failure and trace."
             )
-        # (trace id, exception type, message) of failures already counted, oldest first.
-        self._counted: OrderedDict[tuple[int, str, str], None] = OrderedDict()
+        # (trace id, exception type) of failures already counted, oldest first.
+        self._counted: OrderedDict[tuple[int, str], None] = OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, span: ReadableSpan) -> ReadableSpan:
@@ -68,7 +68,11 @@ class ErrorCategorizer:
             events[index] = Event(event.name, {**(event.attributes or {}), **event_labels}, event.timestamp)
             labels = _worse(labels, event_labels)
         if labels is None:
-            labels = self._labels({}, kind, attributes, failed_request)
+            # FastAPI's native telemetry marks spans the exception passed through with
+            # ``error.type`` (the exception's class) and no exception event.
+            declared = str(attributes.get(ERROR_TYPE, ""))
+            implied = {"exception.type": declared} if is_exception_class_name(declared) else {}
+            labels = self._labels(implied, kind, attributes, failed_request)
 
         new_attributes = {**attributes, **labels}
         if ERROR_TYPE not in attributes:
@@ -83,8 +87,10 @@ class ErrorCategorizer:
             for event in events
             if event.name == "exception"
         ] or [(attributes[ERROR_TYPE], "", attributes)]
-        for exception_type, message, labels in failures:
-            key = (span.context.trace_id, str(exception_type), str(message)[:200])
+        for exception_type, _message, labels in failures:
+            # One failure appears on every span it passed through, with the same type but not
+            # always the same message text, so a trace counts each exception type once.
+            key = (span.context.trace_id, str(exception_type))
             with self._lock:
                 if key in self._counted:
                     continue
@@ -118,6 +124,11 @@ class ErrorCategorizer:
             SEVERITY: severity,
             FINGERPRINT: fingerprint(type_name, str(stacktrace) if stacktrace else None, str(message or "")),
         }
+
+
+def is_exception_class_name(text: str) -> bool:
+    """Tell an exception class (``ValueError``, ``httpx.ConnectError``) from a status code or ``_OTHER``."""
+    return bool(text) and not text.isdigit() and text != "_OTHER"
 
 
 def _worse(current: dict[str, Any] | None, candidate: dict[str, Any]) -> dict[str, Any]:

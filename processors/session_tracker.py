@@ -58,6 +58,7 @@ class SessionTracker:
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
         self._last_sweep = clock()
+        self._types_seen: set[str] = set()  # so the active gauge goes back to 0, not silent
         self._metrics = _SessionMetrics(meter_provider, self) if meter_provider is not None else None
 
     def observe(self, session_id: str, session_type: str, *, method: str = "", route: str = "", errored: bool = False) -> None:
@@ -69,6 +70,7 @@ class SessionTracker:
             state = self._sessions.get(session_id)
             if state is None:
                 state = self._sessions[session_id] = SessionState(session_type, now, now)
+                self._types_seen.add(session_type)
                 started = True
                 while len(self._sessions) > self._max:
                     _, evicted = self._sessions.popitem(last=False)
@@ -101,10 +103,10 @@ class SessionTracker:
             self._metrics.record("", False, False, False, ended)
 
     def active_counts(self) -> dict[str, int]:
-        """Return the number of created or active sessions by session type."""
+        """Return the number of created or active sessions by session type (0 for types seen before)."""
         self.sweep()
-        counts: dict[str, int] = {}
         with self._lock:
+            counts = dict.fromkeys(self._types_seen, 0)
             for state in self._sessions.values():
                 if state.state in (CREATED, ACTIVE):
                     counts[state.session_type] = counts.get(state.session_type, 0) + 1

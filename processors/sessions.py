@@ -33,6 +33,7 @@ from opentelemetry.propagators.textmap import CarrierT, Getter, Setter, TextMapP
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
+from raptorflow_otel.processors.categorize import is_exception_class_name
 from raptorflow_otel.processors.release_health import RequestSessions
 from raptorflow_otel.processors.session_tracker import SessionTracker
 
@@ -188,7 +189,7 @@ def request_outcome(span: ReadableSpan) -> str:
     # Contrib instrumentation records the exception as an event; FastAPI's native telemetry sets
     # ``error.type`` to the exception's class (and reports the exception in a log record).
     error_type = str(attributes.get("error.type", ""))
-    raised = any(event.name == "exception" for event in span.events) or (bool(error_type) and not error_type.isdigit() and error_type != "_OTHER")
+    raised = any(event.name == "exception" for event in span.events) or is_exception_class_name(error_type)
     if failed and raised:
         return "crashed"
     if failed or raised:

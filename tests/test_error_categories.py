@@ -282,6 +282,13 @@ def test_step_leaves_healthy_span():
     assert ErrorCategorizer()(span) is span
 
 
+def test_step_uses_declared_error_type():
+    span = span_with(None, kind=SpanKind.INTERNAL, attributes={"error.type": "sqlite3.OperationalError"})
+    labeled = ErrorCategorizer()(span)
+    assert labeled.attributes["error.category"] == "database"
+    assert labeled.attributes["error.severity"] == "critical"
+
+
 def test_step_labels_status_only_error():
     span = span_with(None, attributes={"http.response.status_code": 503})
     labeled = ErrorCategorizer()(span)
@@ -298,6 +305,8 @@ def test_errors_counted_once_per_failure():
     failure = {"exception.type": "sqlite3.OperationalError", "exception.message": "no such table: orders"}
     categorizer(span_with(failure, kind=SpanKind.CLIENT, attributes={"db.system": "sqlite"}, status=StatusCode.ERROR))
     categorizer(span_with(failure, attributes={"http.response.status_code": 500}))  # the same failure, escaped
+    # FastAPI's endpoint span: no exception event, the class in error.type, another message.
+    categorizer(span_with(None, kind=SpanKind.INTERNAL, attributes={"error.type": "sqlite3.OperationalError"}))
     categorizer(span_with(None, attributes={"http.response.status_code": 503}))
     points = [
         point

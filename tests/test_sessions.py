@@ -237,4 +237,7 @@ def test_active_gauge_and_shutdown():
     assert total(points, "raptorflow.sessions.active", **{"session.type": "web"}) == 1
     assert total(points, "raptorflow.sessions.active", **{"session.type": "mobile"}) == 1
     tracker.shutdown()
-    assert total(metric_points(reader), "raptorflow.sessions.ended", reason="terminated") == 2
+    points = metric_points(reader)
+    assert total(points, "raptorflow.sessions.ended", reason="terminated") == 2
+    active = [point for point in points["raptorflow.sessions.active"]]
+    assert {point.attributes["session.type"]: point.value for point in active} == {"web": 0, "mobile": 0}
