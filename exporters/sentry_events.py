@@ -257,7 +257,7 @@ def _apply_error_labels(event: dict[str, Any], deepest: ExceptionOccurrence, mem
     """Group by the categorizer's fingerprint, tag category and severity, and set Sentry's level.
 
     Category and fingerprint come from the root cause (the deepest occurrence); the severity is the
-    worst of all occurrences, since the server span knows whether the request failed.
+    worst of all occurrences, since only the server span records whether the request failed.
     """
     labels = deepest.event.attributes or {}
     fingerprint = labels.get("error.fingerprint")

@@ -5,7 +5,7 @@ For every span that ended with an exception or an error status, `ErrorCategorize
 ``exception`` event, plus the semantic-convention ``error.type`` when the instrumentation did
 not. With a meter provider it also counts errors in the ``raptorflow.errors`` counter, by
 category, severity and type, for alert rules. One failure is usually recorded on the span where it
-was raised and again on each span it escaped from: each exception type counts once per trace. It runs before privacy scrubbing, so it sees the exception as raised; the fingerprint is a
+was raised and again on each span it escaped from: each exception type counts once per trace. It runs before privacy scrubbing, so it reads the exception as raised. The fingerprint is a
 hash and carries none of its text.
 """
 

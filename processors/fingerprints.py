@@ -1,8 +1,8 @@
 """Error fingerprints: one stable id per failing call site, for grouping in Sentry.
 
-A fingerprint is a hash of the exception type and the failing call path: the ``(file, function)``
-pairs of the traceback's frames, without line numbers or source lines, so an edit that shifts
-lines or a deploy to another directory keeps it. Only the app's own frames count when there are
+A fingerprint is a hash of the exception type and the failing call path. The path is the
+``(file, function)`` pairs of the traceback's frames, without line numbers or source lines, so an
+edit that shifts lines or a deploy to another directory keeps the fingerprint. Only the app's own frames count when there are
 any, so a library upgrade keeps it too. Without frames, the message decides, with its variable
 parts (numbers, ids, e-mail addresses, quoted values) replaced, so ``order 42 not found`` and
 ``order 43 not found`` group together.

@@ -50,8 +50,8 @@ class RequestSessions:
             else:
                 current = now_ns // _NANOSECONDS_PER_MINUTE
                 minutes = sorted(minute for minute in self._minutes if minute < current)
-            taken = [(minute, self._minutes.pop(minute)) for minute in minutes]
-        return [_aggregate(minute, counts) for minute, counts in taken]
+            removed = [(minute, self._minutes.pop(minute)) for minute in minutes]
+        return [_aggregate(minute, counts) for minute, counts in removed]
 
 
 def _aggregate(minute: int, counts: Counter[str]) -> dict[str, Any]:

@@ -134,7 +134,7 @@ class KeyRules:
 
         if last_secret < 0:
             # In a header name, a last word "key" names a credential (``X-RapidAPI-Key``),
-            # unless the word before it says what else it keys (``Idempotency-Key``).
+            # unless the word before it names what else it keys (``Idempotency-Key``).
             if is_header and len(words) > 1 and words[-1] == "key" and words[-2] not in _PLAIN_KEY_KINDS:
                 return SECRET_KEY
             return None

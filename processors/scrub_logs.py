@@ -1,4 +1,4 @@
-"""Scrubbing of log records before the OTLP log exporter sees them.
+"""Scrubbing of log records before the OTLP log exporter receives them.
 
 Log records (for example FastAPI's exception records, with the exception message and stack trace)
 are exported when ``OTEL_LOGS_EXPORTER`` is set. `ScrubbingLogProcessor` runs before the export

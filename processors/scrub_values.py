@@ -64,9 +64,9 @@ _PRIVATE_KEY = re.compile(
     r".*?(?:-----END(?:" + _PEM_SPACE + r"[A-Z0-9]+)*" + _PEM_SPACE + r"PRIVATE" + _PEM_SPACE + r"KEY(?:" + _PEM_SPACE + r"BLOCK)?-----|\Z)",
     re.DOTALL,
 )
-# ``user:password@`` ends at the first ``@`` that a host follows, so a password holding an
-# unencoded ``/``, ``?`` or ``@`` is covered whole; ``host:8080/path?mail=a@b.example`` is not
-# userinfo (a port follows the colon). A token alone (``token@host``) has none of those.
+# ``user:password@`` ends at the first ``@`` that a host follows, so a password containing an
+# unencoded ``/``, ``?`` or ``@`` is covered whole. ``host:8080/path?mail=a@b.example`` is not
+# userinfo, because a port follows the colon. A token alone (``token@host``) has none of those.
 _USERINFO = re.compile(
     r"(?<=[A-Za-z0-9+.-])://(?:[^\s/?#@:\[]{1,256}:(?!\d{1,5}(?:[/?#]|\Z))[^\s]{0,256}?@(?=[\w.\-\[\]:%]+(?:[/?#\s'\"),;]|\Z))|[^\s/?#]{1,256}@)"
 )
@@ -118,8 +118,8 @@ _AWS_ACCESS_KEY = re.compile(
     r"(?:(?<![A-Za-z0-9])|(?<=" + _ESCAPE + r"))(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?![A-Za-z0-9])"
 )
 
-# Each branch starts with a literal, so the regex engine skips to candidates; the character
-# before a match is checked in `_vendor_tokens` (a look-behind first would disable the skip).
+# Each branch starts with a literal, so the regex engine skips to candidates. `_vendor_tokens`
+# checks the character before a match, because a look-behind first would disable the skip.
 _VENDOR_TOKEN = re.compile(
     r"(?:"
     r"gh[pousr]_[A-Za-z0-9]{36,255}"
@@ -434,7 +434,7 @@ class ValueRules:
         """Return ``text`` with every finding replaced; append one rule name to ``fired`` per finding.
 
         Each detector runs only when its prefilter (substring tests, or one regex that the engine
-        scans in C) finds a candidate; most values pass every prefilter untouched.
+        scans in C) finds a candidate. Most values pass every prefilter untouched.
         """
         on = self._on
         long_enough = len(text) >= _MIN_TOKEN_CHARS

@@ -478,8 +478,8 @@ def _items(attributes: Mapping[str, Any]) -> Any:  # noqa: ANN401 - an items vie
     """Iterate ``attributes`` as pairs, fast for the SDK's BoundedAttributes.
 
     Iterating a BoundedAttributes through the Mapping interface costs a method call and a lookup
-    per key; its plain dict is read directly when it has one (opentelemetry-sdk 1.x keeps it in
-    ``_dict``). A finished span's attributes are immutable, so reading the dict is safe.
+    per key. So its plain dict is read directly when it has one (opentelemetry-sdk 1.45 keeps it
+    in ``_dict``). A finished span's attributes are immutable, so reading the dict is safe.
     """
     inner = getattr(attributes, "_dict", None)
     return inner.items() if type(inner) is dict else attributes.items()

@@ -22,7 +22,6 @@ __all__ = ["SessionTracker", "SessionState"]
 
 CREATED, ACTIVE, IDLE = "created", "active", "idle"
 EXPIRED, TERMINATED = "expired", "terminated"
-_SWEEP_INTERVAL_SECONDS = 1.0
 
 
 @dataclass
@@ -57,7 +56,6 @@ class SessionTracker:
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, SessionState] = OrderedDict()
-        self._last_sweep = clock()
         self._types_seen: set[str] = set()  # so the active gauge goes back to 0, not silent
         self._metrics = _SessionMetrics(meter_provider, self) if meter_provider is not None else None
 
@@ -83,8 +81,6 @@ class SessionTracker:
                 state.errored = newly_errored = True
             if not state.converted and (route in self._conversions or f"{method} {route}" in self._conversions):
                 state.converted = newly_converted = True
-            if now - self._last_sweep >= _SWEEP_INTERVAL_SECONDS:
-                ended += self._sweep_locked(now)
         if self._metrics is not None:
             self._metrics.record(state.session_type, started, newly_errored, newly_converted, ended)
 
@@ -96,7 +92,11 @@ class SessionTracker:
             return state.state if state is not None else None
 
     def sweep(self) -> None:
-        """Move sessions to idle or expired by the clock; called on requests and metric collection."""
+        """Move sessions to idle or expired by the clock.
+
+        The active-sessions gauge calls it at every metric collection, on the metric reader's
+        thread, so requests never pay for a pass over the table.
+        """
         with self._lock:
             ended = self._sweep_locked(self._clock())
         if self._metrics is not None and ended:
@@ -121,7 +121,6 @@ class SessionTracker:
             self._metrics.record("", False, False, False, ended)
 
     def _sweep_locked(self, now: float) -> list[tuple[SessionState, str]]:
-        self._last_sweep = now
         ended = []
         for session_id in list(self._sessions):
             state = self._sessions[session_id]

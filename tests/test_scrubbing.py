@@ -409,7 +409,7 @@ def test_sentry_sdk_event_scrubbed():
     assert event["request"]["cookies"] == {"sessionid": "s3cret"}  # the input is not changed
 
 
-def test_sentry_sdk_user_address_becomes_id_with_hash_key():
+def test_user_address_becomes_pseudonym_id():
     scrubbed = Scrubber(ScrubOptions(hash_key=HASH_KEY)).scrub_sentry_event({"user": {"ip_address": "203.0.113.7"}})
     assert scrubbed["user"]["id"].startswith("[ip-address:")
 
