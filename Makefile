@@ -20,9 +20,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
-# Skips the slow version-matrix and wheel tests.
+# Skips the slow version-matrix, wheel and benchmark-harness tests.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -ra -m "not compat and not packaging" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -m "not compat and not packaging and not bench" $(PYTEST_ARGS)
 
 docs: $(STAMP)
 	$(BIN)/raptorflow-otel settings --markdown > docs/settings.md

@@ -13,6 +13,7 @@ import logging
 from opentelemetry.instrumentation.distro import BaseDistro
 
 from raptorflow_otel.distro import runtime
+from raptorflow_otel.distro.fastapi_defaults import set_operation_spans_default
 from raptorflow_otel.distro.settings import load_settings
 from raptorflow_otel.processors.guard import report_internal_error
 
@@ -81,6 +82,7 @@ class RaptorflowDistro(BaseDistro):
             if mode == "native":
                 _logger.debug("FastAPI traces come from its native telemetry; contrib skipped.")
                 runtime.instrumented["fastapi"] = "native"
+                set_operation_spans_default(runtime.settings["RAPTORFLOW_FASTAPI_OPERATION_SPANS"])
                 return
             kwargs.setdefault("exclude_spans", FASTAPI_EXCLUDED_SPANS)
             runtime.instrumented["fastapi"] = "contrib"

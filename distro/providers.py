@@ -278,10 +278,11 @@ def _logger_provider(
     exporter_names: tuple[str, ...],
     scrubber: Scrubber | None,
 ) -> Any:
-    from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 
-    provider = LoggerProvider(resource=resource)
+    from raptorflow_otel.processors.logged_exceptions import ExceptionLoggerProvider
+
+    provider = ExceptionLoggerProvider(resource=resource)
     if logged_exceptions is not None:
         provider.add_log_record_processor(logged_exceptions)
     if scrubber is not None and exporter_names:

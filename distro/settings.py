@@ -243,6 +243,7 @@ def _rows() -> list[Setting]:
         # Our own
         Setting("RAPTORFLOW_LOG_LEVEL", one_of("DEBUG", "INFO", "WARNING", "ERROR"), "WARNING", "Level of the distro's own log lines (logger `raptorflow_otel`).", kind="choice"),
         Setting("RAPTORFLOW_FASTAPI_MODE", one_of("auto", "native", "contrib"), "auto", "FastAPI tracing: `native` uses FastAPI's built-in telemetry (FastAPI 0.16x and newer), `contrib` uses opentelemetry-instrumentation-fastapi, `auto` picks native when available.", kind="choice"),
+        Setting("RAPTORFLOW_FASTAPI_OPERATION_SPANS", parse_bool, False, "Native FastAPI telemetry only: keep FastAPI's internal `fastapi.dependencies`, `fastapi.endpoint` and `fastapi.serialization` spans. Off by default, because they triple the spans of a request and the server span already times it; an app's own `FastAPI(telemetry={\"operation_spans\": ...})` wins.", kind="bool"),
         Setting("RAPTORFLOW_IN_APP_INCLUDE", parse_list, (), "Module prefixes whose frames are marked `in_app` in Sentry even when installed as packages.", kind="list"),
         Setting("RAPTORFLOW_SCRUB_ENABLED", parse_bool, True, "Scrub secrets and personal data from every span before export (see docs/privacy.md). `false` sends raw data and logs a warning at start-up.", kind="bool"),
         Setting("RAPTORFLOW_SCRUB_DISABLED_RULES", parse_scrub_rules, (), "Scrubbing rules to turn off, comma-separated, e.g. `ip-address,us-ssn`; the rule names are listed in docs/privacy.md.", kind="list"),

@@ -9,7 +9,7 @@ every payload kind with Sentry's own normalizer (``sentry_relay.StoreNormalizer`
 
 from __future__ import annotations
 
-import uuid
+import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -20,6 +20,7 @@ from sentry_sdk.tracing import get_span_status_from_http_code
 from raptorflow_otel.exporters import semconv
 from raptorflow_otel.exporters.sentry_frames import parse_exception_chain
 from raptorflow_otel.processors.error_categories import LEVEL_BY_SEVERITY, SEVERITIES
+from raptorflow_otel.processors.span_copy import attribute_items, raw_attributes
 
 SDK_NAME = "raptorflow-otel"
 MECHANISM_TYPE = "raptorflow_otel"
@@ -58,7 +59,9 @@ def is_local_root(span: ReadableSpan) -> bool:
 
 
 def new_event_id() -> str:
-    return uuid.uuid4().hex
+    # Sentry needs 32 unique hex digits, not a secret, so a system call (os.urandom in uuid4) per id is not needed.
+    # The random module reseeds its global generator in a forked child, so workers never repeat ids.
+    return f"{random.getrandbits(128):032x}"
 
 
 def _seconds(nanoseconds: int | None) -> float:
@@ -75,7 +78,7 @@ def _hex_span_id(span_id: int) -> str:
 
 def span_status(span: ReadableSpan) -> str:
     """Sentry span status: from the HTTP status code when there is one, else from the OTel status."""
-    code = semconv.http_status_code(span.attributes or {})
+    code = semconv.http_status_code(raw_attributes(span))
     if code is not None:
         return get_span_status_from_http_code(code)
     if span.status.status_code is StatusCode.ERROR:
@@ -85,7 +88,7 @@ def span_status(span: ReadableSpan) -> str:
 
 def op_and_description(span: ReadableSpan) -> tuple[str, str]:
     """Sentry ``op`` (a low-cardinality category) and ``description`` of a span."""
-    attributes = span.attributes or {}
+    attributes = raw_attributes(span)
     if semconv.db_system(attributes):
         statement = semconv.db_statement(attributes)
         return "db", str(statement) if statement else span.name
@@ -107,7 +110,7 @@ def op_and_description(span: ReadableSpan) -> tuple[str, str]:
 
 def _data(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    for key, value in (attributes or {}).items():
+    for key, value in attribute_items(attributes or {}):
         if isinstance(value, str) and len(value) > MAX_DATA_VALUE_CHARS:
             value = value[:MAX_DATA_VALUE_CHARS] + "..."
         elif isinstance(value, tuple):
@@ -119,7 +122,7 @@ def _data(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 def _request(root: ReadableSpan | None) -> dict[str, Any] | None:
     if root is None or root.kind is not SpanKind.SERVER:
         return None
-    attributes = root.attributes or {}
+    attributes = raw_attributes(root)
     request: dict[str, Any] = {}
     method = semconv.http_method(attributes)
     if method:
@@ -137,7 +140,7 @@ def transaction_name(root: ReadableSpan) -> tuple[str, str]:
     a route (an unmatched path) it is just the method (source ``custom``), so unmatched paths
     never create one name each.
     """
-    attributes = root.attributes or {}
+    attributes = raw_attributes(root)
     route = semconv.http_route(attributes)
     method = semconv.http_method(attributes)
     if root.kind is SpanKind.SERVER and route:
@@ -164,7 +167,7 @@ def build_transaction(
     op, _ = op_and_description(root)
     name, source = transaction_name(root)
     context = trace_context(root, op=op)
-    context["data"] = _data(root.attributes)
+    context["data"] = _data(raw_attributes(root))
     event: dict[str, Any] = {
         "type": "transaction",
         "event_id": new_event_id(),
@@ -194,13 +197,26 @@ def _span_payload(span: ReadableSpan, root: ReadableSpan) -> dict[str, Any]:
         "status": span_status(span),
         "start_timestamp": _seconds(span.start_time),
         "timestamp": _seconds(span.end_time),
-        "data": _data(span.attributes),
+        "data": _data(raw_attributes(span)),
     }
 
 
+_resource_cache: tuple[Any, dict[str, Any]] | None = None
+
+
 def _otel_context(span: ReadableSpan) -> dict[str, Any]:
-    resource = dict(span.resource.attributes) if span.resource is not None else {}
-    return {"resource": _data(resource)}
+    """``contexts.otel`` with the resource; one process has one resource, so the last one is kept.
+
+    Events share the returned dict, which nothing changes after this point.
+    """
+    global _resource_cache
+    resource = span.resource
+    cached = _resource_cache
+    if cached is not None and cached[0] is resource:
+        return cached[1]
+    context = {"resource": _data(dict(resource.attributes) if resource is not None else {})}
+    _resource_cache = (resource, context)
+    return context
 
 
 @dataclass(frozen=True)
@@ -324,7 +340,7 @@ def _apply_session(event: dict[str, Any], span: ReadableSpan) -> None:
 
     The replay context is what makes Sentry link an event to the browser's session replay.
     """
-    attributes = span.attributes or {}
+    attributes = raw_attributes(span)
     replay_id = attributes.get("sentry.replay_id")
     if replay_id:
         event.setdefault("contexts", {})["replay"] = {"replay_id": str(replay_id)}

@@ -37,6 +37,7 @@ from raptorflow_otel.exporters.sentry_events import (
     build_transaction,
     is_local_root,
 )
+from raptorflow_otel.processors.pipeline import YIELD_EVERY_SPANS, yield_to_request_threads
 from raptorflow_otel.processors.release_health import RequestSessions
 
 _logger = logging.getLogger(__name__)
@@ -165,7 +166,9 @@ class SentryExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         envelopes = []
         with self._lock:
-            for span in spans:
+            for index, span in enumerate(spans, 1):
+                if index % YIELD_EVERY_SPANS == 0:
+                    yield_to_request_threads()
                 if not is_local_root(span):
                     self._pending.add(span)
                     continue

@@ -38,6 +38,7 @@ internal-error guard, which logs them and returns the same fallback instead of r
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -152,6 +153,8 @@ def _module_from_relative(relative: str) -> str | None:
     return ".".join(parts)
 
 
+# The same few hundred source files appear in every traceback, so each path is classified once.
+@functools.lru_cache(maxsize=4096)
 def _classify_path(path: str, project_root: str | None) -> tuple[str, str | None, bool]:
     """Return (filename, module, is_library_code) for a path printed in a traceback."""
     if path.startswith("<") and path.endswith(">"):

@@ -26,7 +26,7 @@ from raptorflow_otel.processors import guard
 from raptorflow_otel.processors.scrub_keys import COOKIE, SECRET_KEY, KeyRules
 from raptorflow_otel.processors.scrub_patterns import compile_patterns
 from raptorflow_otel.processors.scrub_values import BUILTIN_VALUE_RULES, ValueRules, marker
-from raptorflow_otel.processors.span_copy import copy_span
+from raptorflow_otel.processors.span_copy import attribute_items, copy_span, raw_attributes
 from raptorflow_otel.processors.sql import sanitize_sql
 
 __all__ = ["Scrubber", "ScrubOptions", "RULE_NAMES", "SUMMARY_COUNT", "SUMMARY_RULES"]
@@ -152,12 +152,8 @@ class Scrubber:
         fired: list[str] = []
         name = self._text(span.name, fired)
         server = span.kind is SpanKind.SERVER
-        # ReadableSpan.attributes wraps its attributes in a MappingProxyType, which hides the fast
-        # dict of BoundedAttributes from `_items`; read the wrapped mapping when the SDK has one.
-        raw_attributes = getattr(span, "_attributes", None)
-        if raw_attributes is None:
-            raw_attributes = span.attributes
-        attributes = self._attributes(raw_attributes, fired, server=server)
+        stored = raw_attributes(span)
+        attributes = self._attributes(stored, fired, server=server)
         events = self._events(span.events, fired, server=server)
         links = self._links(span.links, fired)
         status = self._status(span.status, fired)
@@ -165,7 +161,7 @@ class Scrubber:
         fired.extend(resource_rules)
         if not fired:
             return span
-        summary = attributes if attributes is not None else dict(_items(raw_attributes))
+        summary = attributes if attributes is not None else dict(attribute_items(stored))
         summary[SUMMARY_COUNT] = len(fired)
         summary[SUMMARY_RULES] = tuple(sorted(set(fired)))
         changes: dict[str, Any] = {"name": name, "attributes": summary, "resource": resource, "status": status}
@@ -192,7 +188,7 @@ class Scrubber:
         profiles = self._key_profiles
         clean = self._clean_texts
         result: dict[str, Any] = {}
-        for key, value in _items(attributes):
+        for key, value in attribute_items(attributes):
             profile = profiles.get(key)
             if profile is None:
                 profile = self._profile(key)
@@ -472,17 +468,6 @@ class Scrubber:
         from raptorflow_otel.processors.scrub_events import scrub_event
 
         return scrub_event(self, event)
-
-
-def _items(attributes: Mapping[str, Any]) -> Any:  # noqa: ANN401 - an items view
-    """Iterate ``attributes`` as pairs, fast for the SDK's BoundedAttributes.
-
-    Iterating a BoundedAttributes through the Mapping interface costs a method call and a lookup
-    per key. So its plain dict is read directly when it has one (opentelemetry-sdk 1.45 keeps it
-    in ``_dict``). A finished span's attributes are immutable, so reading the dict is safe.
-    """
-    inner = getattr(attributes, "_dict", None)
-    return inner.items() if type(inner) is dict else attributes.items()
 
 
 def _command_without_arguments(statement: str) -> str:

@@ -230,6 +230,8 @@ def check_otlp_system_metrics(scenario: ScenarioResult) -> None:
 def check_no_receive_or_send_spans(scenario: ScenarioResult) -> None:
     names = {span.name for span in scenario.otlp_spans}
     assert not [name for name in names if name.endswith(("http receive", "http send"))]
+    # Native FastAPI's internal operation spans are off by default (RAPTORFLOW_FASTAPI_OPERATION_SPANS).
+    assert not [name for name in names if name.startswith(("fastapi.dependencies", "fastapi.endpoint", "fastapi.serialization"))]
 
 
 def check_app_exits_cleanly(scenario: ScenarioResult) -> None:

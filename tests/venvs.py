@@ -1,13 +1,15 @@
-"""Virtual environments with the project installed from its wheel, for the compat and packaging tests.
+"""Virtual environments with the project installed from its wheel, for the compat and packaging tests
+and for `bench/overhead.py`.
 
 * `built_wheel` builds the wheel once per test session; the `wheel` fixture wraps it. Test modules
   import the fixture (``from venvs import wheel``) instead of a conftest defining it, and the
   module-level cache below keeps it to one build even when several modules import it.
 * `cached_venv` returns a venv under ``<repo>/.cache/compat/<key>`` for one set of pinned
-  requirements, creating it on first use. The key hashes the requirements, ``pyproject.toml``,
-  ``examples/requirements.txt`` and the Python version, so a change to any of them builds a new venv.
-  A cached venv gets the session's wheel reinstalled (``--force-reinstall --no-deps``), because the
-  wheel changes with every code change while its dependencies do not.
+  requirements, creating it on first use. The key hashes the requirements, the constraints,
+  ``pyproject.toml``, ``examples/requirements.txt`` and the Python version, so a change to any of
+  them builds a new venv. A cached venv gets the session's wheel reinstalled (``--force-reinstall
+  --no-deps``), because the wheel changes with every code change while its dependencies do not.
+  Passing no wheel gives a venv without the project (the benchmark's other setups).
 * `fresh_venv` creates an uncached venv in a given directory.
 
 Every command runs with ``check=True, capture_output=True``; a failure raises AssertionError with
@@ -98,19 +100,22 @@ def _copy_sources(destination: Path) -> None:
         shutil.copy2(source, target)
 
 
-def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the project's wheel with ``python -m build --wheel`` once per session."""
-    global _session_wheel
-    if _session_wheel is not None and _session_wheel.is_file():
-        return _session_wheel
-    workdir = tmp_path_factory.mktemp("wheel")
+def build_wheel(workdir: Path) -> Path:
+    """Build the project's wheel with ``python -m build --wheel`` in the empty directory ``workdir``."""
     sources = workdir / "src"
     outdir = workdir / "dist"
     _copy_sources(sources)
     run([sys.executable, "-m", "build", "--wheel", "--outdir", outdir, sources])
     wheels = sorted(outdir.glob("*.whl"))
     assert len(wheels) == 1, f"expected one wheel in {outdir}, found {wheels}"
-    _session_wheel = wheels[0]
+    return wheels[0]
+
+
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the project's wheel once per test session."""
+    global _session_wheel
+    if _session_wheel is None or not _session_wheel.is_file():
+        _session_wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
     return _session_wheel
 
 
@@ -124,11 +129,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass(frozen=True)
 class VenvSpec:
-    """What goes into one venv besides the wheel and ``examples/requirements.txt``."""
+    """What goes into one venv besides ``examples/requirements.txt`` (and the wheel, when given)."""
 
     name: str
     requirements: tuple[str, ...]
     uninstall: tuple[str, ...] = ()
+    # Pins written to a pip constraints file, so several venvs get the same versions.
+    constraints: tuple[str, ...] = ()
     # Free-form expectations for the tests that use the venv; not part of the key.
     expect: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -137,6 +144,7 @@ class VenvSpec:
             {
                 "requirements": list(self.requirements),
                 "uninstall": list(self.uninstall),
+                "constraints": list(self.constraints),
                 "pyproject": (REPO / "pyproject.toml").read_text(),
                 "examples": EXAMPLE_REQUIREMENTS.read_text(),
                 "python": [sys.implementation.name, *sys.version_info[:3]],
@@ -154,11 +162,24 @@ def pip(venv: Path, *args: str | os.PathLike) -> subprocess.CompletedProcess:
     return run([venv_python(venv), "-m", "pip", *PIP_FLAGS, *args])
 
 
-def create_venv(venv: Path, wheel: Path, requirements: Sequence[str] = (), uninstall: Sequence[str] = ()) -> Path:
-    """Create a venv at ``venv`` with the wheel, the example's requirements and ``requirements``."""
+def create_venv(
+    venv: Path,
+    wheel: Path | None,
+    requirements: Sequence[str] = (),
+    uninstall: Sequence[str] = (),
+    constraints: Sequence[str] = (),
+) -> Path:
+    """Create a venv at ``venv`` with the wheel (unless None), the example's requirements and ``requirements``."""
     run([sys.executable, "-m", "venv", venv], timeout=120)
+    extra: list[str | os.PathLike] = []
+    if constraints:
+        constraints_file = venv / "constraints.txt"
+        constraints_file.write_text("\n".join(constraints) + "\n")
+        extra += ["-c", constraints_file]
+    if wheel is not None:
+        extra.append(wheel)
     # No .pyc files at install time, because the first import writes them for the modules it uses.
-    pip(venv, "install", "--no-compile", wheel, "-r", EXAMPLE_REQUIREMENTS, *requirements)
+    pip(venv, "install", "--no-compile", *extra, "-r", EXAMPLE_REQUIREMENTS, *requirements)
     if uninstall:
         pip(venv, "uninstall", "-y", *uninstall)
     return venv
@@ -181,16 +202,17 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def cached_venv(spec: VenvSpec, wheel: Path) -> Path:
-    """Return the ``bin`` directory of the cached venv for ``spec``, with ``wheel`` installed."""
+def cached_venv(spec: VenvSpec, wheel: Path | None, cache_dir: Path = CACHE_DIR) -> Path:
+    """Return the ``bin`` directory of the cached venv for ``spec``, with ``wheel`` installed unless None."""
     key = spec.key()
-    venv = CACHE_DIR / key
-    with _locked(CACHE_DIR / f"{key}.lock"):
+    venv = cache_dir / key
+    with _locked(cache_dir / f"{key}.lock"):
         if (venv / MARKER).is_file() and venv_python(venv).exists():
-            pip(venv, "install", "--no-compile", "--force-reinstall", "--no-deps", wheel)
+            if wheel is not None:
+                pip(venv, "install", "--no-compile", "--force-reinstall", "--no-deps", wheel)
         else:
             shutil.rmtree(venv, ignore_errors=True)
-            create_venv(venv, wheel, spec.requirements, spec.uninstall)
+            create_venv(venv, wheel, spec.requirements, spec.uninstall, spec.constraints)
             frozen = pip(venv, "freeze", "--all").stdout.split()
             (venv / MARKER).write_text(
                 json.dumps(
@@ -199,13 +221,13 @@ def cached_venv(spec: VenvSpec, wheel: Path) -> Path:
                 )
             )
         (venv / LAST_USED).touch()
-    _remove_stale_siblings(spec, key)
+    _remove_stale_siblings(spec, key, cache_dir)
     return venv / "bin"
 
 
-def _remove_stale_siblings(spec: VenvSpec, key: str) -> None:
+def _remove_stale_siblings(spec: VenvSpec, key: str, cache_dir: Path) -> None:
     """Delete venvs of the same spec name built for older inputs and unused for an hour."""
-    for marker in CACHE_DIR.glob(f"*/{MARKER}"):
+    for marker in cache_dir.glob(f"*/{MARKER}"):
         other = marker.parent
         if other.name == key:
             continue
@@ -217,4 +239,4 @@ def _remove_stale_siblings(spec: VenvSpec, key: str) -> None:
             continue
         if time.time() - last_used > STALE_AFTER_SECONDS:
             shutil.rmtree(other, ignore_errors=True)
-            (CACHE_DIR / f"{other.name}.lock").unlink(missing_ok=True)
+            (cache_dir / f"{other.name}.lock").unlink(missing_ok=True)

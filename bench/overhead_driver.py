@@ -1,0 +1,188 @@
+"""In-process driver of the overhead benchmark; `bench/overhead.py` runs it inside each setup's venv.
+
+Usage: ``python overhead_driver.py --app MODULE:ATTR --warmup N --requests N --out FILE``
+(prefixed with ``opentelemetry-instrument`` for the OpenTelemetry setups).
+
+It imports the app, runs the ASGI lifespan startup, sends ``--warmup`` requests of the mix, then
+times ``--requests`` more, one after another. It calls the ASGI app directly, with no server and
+no sockets, so the numbers are the app plus its instrumentation. After the last request it flushes
+whatever telemetry the process has (OpenTelemetry providers, the sentry-sdk client) and waits
+until background threads go idle, so export work done for the timed requests counts too.
+
+It writes JSON to ``--out``: CPU microseconds per request (``time.process_time``, all threads),
+wall microseconds per request (timed requests only, before the flush), the status codes seen, and
+the peak RSS of the process. Standard library only, besides the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import resource
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from overhead_mix import REQUEST_MIX, BenchRequest  # noqa: E402
+
+# The flush is followed by waiting until the process uses less than this much CPU per poll.
+IDLE_POLL_SECONDS = 0.1
+IDLE_CPU_SECONDS = 0.002
+IDLE_MAX_SECONDS = 5.0
+
+
+class AppFailed(Exception):
+    """Error for a response status that the mix did not expect."""
+
+
+async def call(app, request: BenchRequest) -> int:
+    """Send one HTTP request through the ASGI interface and return the response status."""
+    path, _, query = request.path.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000")]
+        + [(name.encode(), value.encode()) for name, value in request.headers]
+        + ([(b"content-length", str(len(request.body)).encode())] if request.body else []),
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    sent_body = False
+    status = 0
+
+    async def receive() -> dict:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": request.body, "more_body": False}
+        # A client that stays connected. The benchmark's routes read the body once and never wait here.
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    try:
+        await app(scope, receive, send)
+    except Exception:  # noqa: BLE001 - the 500 route raises through the ASGI stack, as under a server
+        if status == 0:
+            raise
+    return status
+
+
+async def lifespan(app, state: dict) -> tuple[asyncio.Queue, asyncio.Future]:
+    """Run the ASGI lifespan startup, as uvicorn does before the first request."""
+    events = asyncio.Queue()
+    await events.put({"type": "lifespan.startup"})
+    started = asyncio.get_running_loop().create_future()
+
+    async def send(message: dict) -> None:
+        if not started.done():
+            started.set_result(message["type"])
+
+    task = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}, events.get, send))
+    done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    if started in done and started.result() != "lifespan.startup.complete":
+        raise RuntimeError(f"lifespan startup failed: {started.result()}")
+    return events, task
+
+
+async def end_lifespan(events: asyncio.Queue, task: asyncio.Future) -> None:
+    await events.put({"type": "lifespan.shutdown"})
+    await asyncio.wait({task}, timeout=10)
+
+
+async def drive(app, count: int, statuses: Counter) -> None:
+    for index in range(count):
+        request = REQUEST_MIX[index % len(REQUEST_MIX)]
+        status = await call(app, request)
+        statuses[status] += 1
+        if status != request.expected_status:
+            raise AppFailed(f"{request.method} {request.path} returned {status}, expected {request.expected_status}")
+
+
+def flush_telemetry() -> None:
+    """Flush the OpenTelemetry providers and the sentry-sdk client, whichever exist."""
+    try:
+        from opentelemetry import metrics, trace
+
+        for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+            flush = getattr(provider, "force_flush", None)
+            if flush is not None:
+                flush()
+    except ImportError:
+        pass
+    try:
+        import sentry_sdk
+
+        client = sentry_sdk.get_client()
+        if client.is_active():
+            client.flush(timeout=10)
+    except ImportError:
+        pass
+
+
+def wait_until_idle() -> None:
+    deadline = time.monotonic() + IDLE_MAX_SECONDS
+    previous = time.process_time()
+    while time.monotonic() < deadline:
+        time.sleep(IDLE_POLL_SECONDS)
+        now = time.process_time()
+        if now - previous < IDLE_CPU_SECONDS:
+            return
+        previous = now
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--app", required=True, help="MODULE:ATTR of the ASGI app")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    module_name, _, attribute = args.app.partition(":")
+    app = getattr(importlib.import_module(module_name), attribute)
+    statuses: Counter = Counter()
+
+    async def run() -> tuple[float, float]:
+        events, lifespan_task = await lifespan(app, {})
+        await drive(app, args.warmup, Counter())
+        wait_until_idle()
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        await drive(app, args.requests, statuses)
+        wall = time.perf_counter() - wall_start
+        flush_telemetry()
+        wait_until_idle()
+        cpu = time.process_time() - cpu_start
+        await end_lifespan(events, lifespan_task)
+        return cpu, wall
+
+    cpu, wall = asyncio.run(run())
+    result = {
+        "cpu_us_per_request": cpu / args.requests * 1e6,
+        "wall_us_per_request": wall / args.requests * 1e6,
+        "statuses": {str(code): count for code, count in sorted(statuses.items())},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
