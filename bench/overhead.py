@@ -77,7 +77,6 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(BENCH))
 
 from overhead_http import HOST, LoadResult, run_load, wait_until_serving  # noqa: E402
-from overhead_mix import REQUEST_MIX  # noqa: E402
 from venvs import VenvSpec, build_wheel, cached_venv, pip  # noqa: E402
 
 CACHE_DIR = REPO / ".cache" / "bench"
@@ -89,6 +88,8 @@ NOT_CONSTRAINED = ("raptorflow-otel", "pip", "setuptools", "wheel")
 # OpenTelemetry without database spans. With 2.0 every setup traces the query.
 APP_PINS = ("sqlalchemy>=2.0,<2.1",)
 SERVER_STOP_SECONDS = 30
+# The share of transactions that must reach the Sentry receiver in the in-process phase.
+COMPLETE_SHARE = 0.99
 # How long a server may take to export its first batch after the load ends.
 EXPORT_WAIT_SECONDS = 12
 
@@ -109,6 +110,9 @@ class CountingReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body leave in separate writes; with Nagle's algorithm on, a keep-alive
+            # client waits for a delayed ACK (about 40 ms) before each response is complete.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -323,7 +327,24 @@ def run_in_process(setup: Setup, workdir: Path, warmup: int, requests: int, rece
     if completed.returncode != 0:
         raise SetupFailed(f"{setup.name} driver failed (exit {completed.returncode}):\n{completed.stderr[-4000:]}")
     check_exported(setup, receivers, before, "in-process")
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    if result.get("sentry_lost"):
+        raise SetupFailed(f"{setup.name} lost Sentry events {result['sentry_lost']}; the work of sending them was never done")
+    if setup.name.startswith("raptorflow"):
+        check_complete(setup, counts(receivers)["/api/1/envelope"] - before["/api/1/envelope"], warmup + requests)
+    return result
+
+
+def check_complete(setup: Setup, envelopes: int, transactions: int) -> None:
+    """Raise SetupFailed when raptorflow sent fewer envelopes than it had transactions.
+
+    raptorflow-otel makes one transaction per request (sentry-sdk skips some 404s, so its count is
+    checked through its lost-event records instead). Fewer envelopes mean that some were dropped
+    on the way, and the CPU they would have cost was never spent.
+    """
+    if envelopes < transactions * COMPLETE_SHARE:
+        raise SetupFailed(f"{setup.name} delivered {envelopes} Sentry envelopes for {transactions} requests; "
+                          "the missing ones were dropped, so its CPU time would be too low")
 
 
 def peak_rss_mb(pid: int, field_name: str = "VmHWM") -> float:
@@ -373,8 +394,10 @@ def run_server(setup: Setup, workdir: Path, args: argparse.Namespace, receivers:
             asyncio.run(wait_until_serving(server.port))
         except TimeoutError:
             raise server.failure("did not start") from None
+        start = 0
         for count in (args.server_warmup, args.server_requests):  # The warm-up pass is not reported.
-            result = asyncio.run(run_load(server.port, REQUEST_MIX, count=count, rate=args.rate, connections=args.connections))
+            result = asyncio.run(run_load(server.port, first=start, count=count, rate=args.rate, connections=args.connections))
+            start += count
             if result.failed:
                 raise server.failure(f"failed {result.failed} requests ({dict(result.failures)})")
         rss = server.rss_mb()
@@ -488,7 +511,7 @@ def _sentry_down_run(setup: Setup, workdir: Path, args: argparse.Namespace) -> t
         done = asyncio.Event()
         sampler = asyncio.ensure_future(sample_rss(done))
         try:
-            return await run_load(server.port, REQUEST_MIX, count=count, rate=args.rate, connections=args.connections)
+            return await run_load(server.port, count=count, rate=args.rate, connections=args.connections)
         finally:
             done.set()
             await sampler
@@ -499,7 +522,7 @@ def _sentry_down_run(setup: Setup, workdir: Path, args: argparse.Namespace) -> t
         server.stop()
     baseline = [rss for elapsed, rss in samples if elapsed <= warmup_seconds][-1]
     later = [rss for elapsed, rss in samples if elapsed > warmup_seconds] or [baseline]
-    print(f"{setup.name}: {count} requests in {args.duration:g} s at {args.rate:g}/s; RSS after "
+    print(f"{setup.name}: {len(result.latencies)} of {count} requests completed in {args.duration:g} s at {args.rate:g}/s; RSS after "
           f"{warmup_seconds:.0f} s warm-up {baseline:.1f} MB, peak later {max(later):.1f} MB, last {later[-1]:.1f} MB; "
           f"p99 {result.percentile(0.99) * 1000:.1f} ms")
     return max(later) - baseline, result.failed

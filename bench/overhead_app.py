@@ -5,7 +5,7 @@ OpenTelemetry or raptorflow-otel) and under sentry-sdk (`overhead_sentry_app` in
 and imports this module). ``BENCH_DATABASE_URL`` names the database; each process gets its own
 SQLite file so that setups never share a lock.
 
-Routes, one per request kind of the benchmark's mix (`overhead_load.REQUEST_MIX`):
+Routes, one per request kind of the benchmark's mix (`overhead_mix.request_at`):
 
 * ``GET /items/{id}``: one SELECT, 200, or 404 when the id does not exist;
 * ``POST /signup``: personal data in the query string, the headers and the JSON body, one

@@ -6,8 +6,10 @@ Usage: ``python overhead_driver.py --app MODULE:ATTR --warmup N --requests N --o
 It imports the app, runs the ASGI lifespan startup, sends ``--warmup`` requests of the mix, then
 times ``--requests`` more, one after another. It calls the ASGI app directly, with no server and
 no sockets, so the numbers are the app plus its instrumentation. After the last request it flushes
-whatever telemetry the process has (OpenTelemetry providers, the sentry-sdk client) and waits
-until background threads go idle, so export work done for the timed requests counts too.
+whatever telemetry the process has (OpenTelemetry providers, whose flush also waits for
+raptorflow-otel's Sentry sender, and the sentry-sdk client) and waits until background threads
+go idle, so export work done for the timed requests counts too. The orchestrator then checks
+that every transaction reached the receiver, so no export work was skipped.
 
 It writes JSON to ``--out``: CPU microseconds per request (``time.process_time``, all threads),
 wall microseconds per request (timed requests only, before the flush), the status codes seen, and
@@ -28,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead_mix import REQUEST_MIX, BenchRequest  # noqa: E402
+from overhead_mix import BenchRequest, request_at  # noqa: E402
 
 # The flush is followed by waiting until the process uses less than this much CPU per poll.
 IDLE_POLL_SECONDS = 0.1
@@ -107,9 +109,9 @@ async def end_lifespan(events: asyncio.Queue, task: asyncio.Future) -> None:
     await asyncio.wait({task}, timeout=10)
 
 
-async def drive(app, count: int, statuses: Counter) -> None:
-    for index in range(count):
-        request = REQUEST_MIX[index % len(REQUEST_MIX)]
+async def drive(app, start: int, count: int, statuses: Counter) -> None:
+    for index in range(start, start + count):
+        request = request_at(index)
         status = await call(app, request)
         statuses[status] += 1
         if status != request.expected_status:
@@ -137,6 +139,31 @@ def flush_telemetry() -> None:
         pass
 
 
+LOST_EVENTS = Counter()
+
+
+def count_sentry_losses() -> None:
+    """Count transactions and errors that sentry-sdk's transport gives up on, in any client.
+
+    Both Sentry setups send through sentry-sdk's transport (raptorflow-otel through its own
+    private client). A lost envelope is work never done, so the orchestrator rejects a run with
+    losses instead of reporting its lower CPU time.
+    """
+    try:
+        from sentry_sdk.transport import BaseHttpTransport
+    except ImportError:
+        return
+    original = BaseHttpTransport.record_lost_event
+
+    def record_lost_event(self, reason, data_category=None, item=None, *, quantity=1):  # noqa: ANN001, ANN202
+        category = item.data_category if item is not None else data_category
+        if category in ("transaction", "error"):
+            LOST_EVENTS[f"{category}:{reason}"] += quantity
+        return original(self, reason, data_category, item, quantity=quantity)
+
+    BaseHttpTransport.record_lost_event = record_lost_event
+
+
 def wait_until_idle() -> None:
     deadline = time.monotonic() + IDLE_MAX_SECONDS
     previous = time.process_time()
@@ -156,16 +183,19 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
+    count_sentry_losses()
     module_name, _, attribute = args.app.partition(":")
     app = getattr(importlib.import_module(module_name), attribute)
     statuses: Counter = Counter()
 
     async def run() -> tuple[float, float]:
         events, lifespan_task = await lifespan(app, {})
-        await drive(app, args.warmup, Counter())
+        await drive(app, 0, args.warmup, Counter())
+        # The warm-up's telemetry leaves before the timer starts.
+        flush_telemetry()
         wait_until_idle()
         cpu_start, wall_start = time.process_time(), time.perf_counter()
-        await drive(app, args.requests, statuses)
+        await drive(app, args.warmup, args.requests, statuses)
         wall = time.perf_counter() - wall_start
         flush_telemetry()
         wait_until_idle()
@@ -179,6 +209,7 @@ def main() -> int:
         "wall_us_per_request": wall / args.requests * 1e6,
         "statuses": {str(code): count for code, count in sorted(statuses.items())},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "sentry_lost": dict(LOST_EVENTS),
     }
     Path(args.out).write_text(json.dumps(result))
     return 0

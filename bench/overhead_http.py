@@ -13,11 +13,12 @@ lighter it is, the less it disturbs what it measures. Only 127.0.0.1 is ever con
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from overhead_mix import BenchRequest
+from overhead_mix import BenchRequest, request_at
 
 HOST = "127.0.0.1"
 
@@ -29,10 +30,11 @@ class LoadResult:
     failures: Counter = field(default_factory=Counter)  # by kind: "status", "connection"
 
     def percentile(self, share: float) -> float:
+        """Return the nearest-rank percentile: the smallest latency with ``share`` of them at or below it."""
         ordered = sorted(self.latencies)
         if not ordered:
             return float("nan")
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+        return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
     @property
     def failed(self) -> int:
@@ -52,8 +54,8 @@ class Connection:
         self.writer = writer
 
     @classmethod
-    async def open(cls, port: int) -> "Connection":
-        reader, writer = await asyncio.open_connection(HOST, port)
+    async def open(cls, port: int, timeout: float = 10.0) -> "Connection":
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout)
         return cls(reader, writer)
 
     async def exchange(self, payload: bytes) -> tuple[int, bool]:
@@ -74,24 +76,29 @@ class Connection:
 
 async def run_load(
     port: int,
-    mix: Sequence[BenchRequest],
+    mix: Sequence[BenchRequest] | None = None,
     *,
+    first: int = 0,
     count: int,
     rate: float,
     connections: int,
     timeout: float = 30.0,
 ) -> LoadResult:
-    """Send ``count`` requests of ``mix`` (in order, repeated) at ``rate`` per second."""
+    """Send ``count`` requests at ``rate`` per second: ``mix`` in order and repeated, or by default
+    the benchmark's requests from number ``first`` on."""
     loop = asyncio.get_running_loop()
     result = LoadResult()
-    payloads = [encode(request, port) for request in mix]
+
+    def request_for(index: int) -> BenchRequest:
+        return mix[index % len(mix)] if mix else request_at(first + index)
+
     pool: asyncio.Queue[Connection | None] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(None)  # opened on first use
 
     async def one(index: int, scheduled: float) -> None:
-        request = mix[index % len(mix)]
-        payload = payloads[index % len(mix)]
+        request = request_for(index)
+        payload = encode(request, port)
         connection = await pool.get()
         try:
             if connection is None:
@@ -100,11 +107,11 @@ async def run_load(
             else:
                 try:
                     status, keep = await asyncio.wait_for(connection.exchange(payload), timeout)
-                except asyncio.IncompleteReadError as error:
-                    if error.partial:
+                except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as error:
+                    if getattr(error, "partial", b""):
                         raise
                     # uvicorn closes a connection after an unhandled exception without saying so
-                    # in the 500 response; like any HTTP client, send again on a new connection.
+                    # in the 500 response. Like any HTTP client, send again on a new connection.
                     connection.close()
                     connection = await Connection.open(port)
                     status, keep = await asyncio.wait_for(connection.exchange(payload), timeout)

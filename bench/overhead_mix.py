@@ -2,7 +2,7 @@
 
 Standard library only: the in-process driver imports it inside each setup's venv.
 
-One cycle is 20 requests, sent in this order and repeated:
+Requests come in cycles of 20, in this order (`request_at`):
 
 * 11 x ``GET /items/{id}`` with a session header: one query, 200;
 * 4 x ``POST /signup`` carrying personal data (e-mail in the query string, a bearer token and a
@@ -27,36 +27,46 @@ class BenchRequest:
     expected_status: int
 
 
-def _session_headers(number: int) -> tuple[tuple[str, str], ...]:
-    return (("x-session-id", f"bench-session-{number % 7}"), ("user-agent", "bench/1.0"))
+# A session makes this many requests, so the session tracker sees sessions come and go.
+REQUESTS_PER_SESSION = 5
+CYCLE = 20
 
 
-def _signup(number: int) -> BenchRequest:
-    email = f"jane.doe+{number}@example.com"
-    body = json.dumps({"email": email, "password": f"correct-horse-{number}", "phone": "+1 415 555 0100"})
+def _session_headers(index: int) -> tuple[tuple[str, str], ...]:
+    return (("x-session-id", f"bench-session-{index // REQUESTS_PER_SESSION}"), ("user-agent", "bench/1.0"))
+
+
+def _signup(index: int) -> BenchRequest:
+    email = f"jane.doe+{index}@example.com"
+    body = json.dumps({"email": email, "password": f"correct-horse-{index}", "phone": f"+1 415 555 {index % 10000:04d}"})
     return BenchRequest(
         "POST",
         f"/signup?email={email.replace('+', '%2B')}&utm_source=mail",
         (
             ("content-type", "application/json"),
             # A JWT-shaped bearer token (header and payload are real base64url JSON).
-            ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJqYW5lIn0.c2lnbmF0dXJlLXZhbHVl"),
-            ("cookie", f"session=s3cr3t-cookie-{number}; theme=dark"),
-            *_session_headers(number),
+            ("authorization", f"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJqYW5lIn0.c2lnbmF0dXJl{index:08d}"),
+            ("cookie", f"session=s3cr3t-cookie-{index}; theme=dark"),
+            *_session_headers(index),
         ),
         body.encode(),
         200,
     )
 
 
-def build_cycle() -> list[BenchRequest]:
-    """Return one cycle of the mix; requests differ in ids so caches see realistic variety."""
-    cycle = [BenchRequest("GET", f"/items/{1 + number * 9 % 100}", _session_headers(number), b"", 200) for number in range(11)]
-    cycle += [_signup(number) for number in range(4)]
-    cycle += [BenchRequest("GET", f"/items/{5000 + number}", _session_headers(number), b"", 404) for number in range(2)]
-    cycle += [BenchRequest("GET", f"/no-such-page/{number}", (), b"", 404) for number in range(2)]
-    cycle.append(BenchRequest("GET", "/orders/42/refund", _session_headers(3), b"", 500))
-    return cycle
+def request_at(index: int) -> BenchRequest:
+    """Return request number ``index`` of the mix.
 
-
-REQUEST_MIX = build_cycle()
+    The kind repeats every 20 requests; ids, e-mails, tokens and sessions differ from one request
+    to the next, so the scrubber's caches of clean values help no more than with real traffic.
+    """
+    slot = index % CYCLE
+    if slot < 11:
+        return BenchRequest("GET", f"/items/{1 + index * 7 % 100}", _session_headers(index), b"", 200)
+    if slot < 15:
+        return _signup(index)
+    if slot < 17:
+        return BenchRequest("GET", f"/items/{5000 + index}", _session_headers(index), b"", 404)
+    if slot < 19:
+        return BenchRequest("GET", f"/no-such-page/{index}", (), b"", 404)
+    return BenchRequest("GET", f"/orders/{1 + index % 100}/refund", _session_headers(index), b"", 500)

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from raptorflow_otel.distro import runtime
+from raptorflow_otel.processors.drops import dropped_counts
 from raptorflow_otel.processors.guard import failure_counts
 
 
@@ -17,6 +18,8 @@ def get_health_status() -> dict[str, Any]:
         "exporting": telemetry is not None,
         "instrumented": dict(runtime.instrumented),
         "internal_errors": failure_counts(),
+        # Items lost by destination and reason, e.g. {"sentry": {"network": 12}}.
+        "dropped": dropped_counts(),
     }
     if telemetry is not None:
         status["sentry"] = telemetry.sentry_exporter is not None

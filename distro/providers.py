@@ -26,7 +26,7 @@ from opentelemetry import metrics, trace
 from opentelemetry import _logs as logs
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -43,7 +43,9 @@ from raptorflow_otel.exporters import otlp, sentry_coexistence
 from raptorflow_otel.exporters.sentry_events import EventCommon
 from raptorflow_otel.exporters.sentry_exporter import SentryExporter
 from raptorflow_otel.processors.categorize import ErrorCategorizer
+from raptorflow_otel.processors.drops import count_failed_exports, rate_limit_exporter_logs
 from raptorflow_otel.processors.error_categories import ErrorRules
+from raptorflow_otel.processors.guard import GuardedSpanProcessor
 from raptorflow_otel.processors.logged_exceptions import LoggedExceptions
 from raptorflow_otel.processors.pipeline import PipelineSpanProcessor, SpanTransform
 from raptorflow_otel.processors.scrubbing import Scrubber, ScrubOptions
@@ -76,11 +78,13 @@ class Telemetry:
     scrubber: Scrubber | None = None
     span_exporters: list[SpanExporter] = field(default_factory=list)
     metric_exporters: list[Any] = field(default_factory=list)
+    session_tracker: SessionTracker | None = None
 
     def shutdown(self) -> None:
-        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            if provider is not None:
-                provider.shutdown()
+        """Shut the providers down, each within its export timeout (see `distro.shutdown`)."""
+        from raptorflow_otel.distro.shutdown import shutdown_within_timeouts
+
+        shutdown_within_timeouts(self)
 
 
 def package_version() -> str:
@@ -142,12 +146,16 @@ def build_sentry_exporter(settings: Settings) -> SentryExporter | None:
         project_root=os.getcwd(),
     )
     return SentryExporter(
-        dsn=dsn,
+        # sentry-sdk reads SENTRY_DSN itself when given None, and raises BadDsn on a value the
+        # settings rejected. An empty string means no DSN, so only Spotlight (when set) is sent to.
+        dsn=dsn or "",
         common=common,
         sample_rate=settings["SENTRY_SAMPLE_RATE"],
         spotlight_url=spotlight,
         debug=settings["SENTRY_DEBUG"],
         max_pending_traces=settings["RAPTORFLOW_SENTRY_PENDING_TRACES"],
+        # Room for two full export batches, each of which may queue one envelope per span.
+        queue_size=2 * min(settings["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"], settings["OTEL_BSP_MAX_QUEUE_SIZE"]),
     )
 
 
@@ -163,13 +171,16 @@ def configure_telemetry(settings: Settings, *, install_globally: bool = True) ->
         resource = scrubber.scrub_resource(resource)
     telemetry = Telemetry(settings=settings, resource=resource, scrubber=scrubber)
     telemetry.sentry_exporter = build_sentry_exporter(settings)
+    rate_limit_exporter_logs()
     for name in _exporter_names(settings, "TRACES", ("otlp",)):
         exporter = otlp.create_exporter(settings, "TRACES") if name == "otlp" else ConsoleSpanExporter()
         if exporter is not None:
+            count_failed_exports(exporter, f"{name} traces", "spans", SpanExportResult.FAILURE)
             telemetry.span_exporters.append(exporter)
     for name in _exporter_names(settings, "METRICS", ("otlp",)):
         exporter = otlp.create_exporter(settings, "METRICS") if name == "otlp" else _console_metric_exporter()
         if exporter is not None:
+            count_failed_exports(exporter, f"{name} metrics", "metric exports", _metric_failure())
             telemetry.metric_exporters.append(exporter)
     log_exporter_names = _exporter_names(settings, "LOGS", ())
 
@@ -222,8 +233,9 @@ def _tracer_provider(
             conversion_routes=settings["RAPTORFLOW_SESSION_CONVERSION_ROUTES"],
             meter_provider=telemetry.meter_provider,
         )
+        telemetry.session_tracker = tracker
     provider.add_span_processor(
-        SessionSpanProcessor(sentry.request_sessions if sentry is not None else None, tracker)
+        GuardedSpanProcessor(SessionSpanProcessor(sentry.request_sessions if sentry is not None else None, tracker))
     )
     steps = []
     if logged_exceptions is not None:
@@ -236,9 +248,9 @@ def _tracer_provider(
     if telemetry.scrubber is not None:
         steps.append(("privacy scrubbing", telemetry.scrubber.scrub_span))
     exporters: list[SpanExporter] = [*([sentry] if sentry else []), *telemetry.span_exporters]
-    provider.add_span_processor(
+    provider.add_span_processor(GuardedSpanProcessor(
         PipelineSpanProcessor(
-            SpanTransform(steps),
+            SpanTransform(steps, fail_closed={"privacy scrubbing"}),
             exporters,
             error_sink=sentry,
             max_queue_size=settings["OTEL_BSP_MAX_QUEUE_SIZE"],
@@ -246,8 +258,14 @@ def _tracer_provider(
             max_export_batch_size=settings["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"],
             export_timeout_millis=settings["OTEL_BSP_EXPORT_TIMEOUT"],
         )
-    )
+    ))
     return provider
+
+
+def _metric_failure() -> Any:
+    from opentelemetry.sdk.metrics.export import MetricExportResult
+
+    return MetricExportResult.FAILURE
 
 
 def _console_metric_exporter() -> Any:
@@ -278,7 +296,7 @@ def _logger_provider(
     exporter_names: tuple[str, ...],
     scrubber: Scrubber | None,
 ) -> Any:
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter, LogRecordExportResult
 
     from raptorflow_otel.processors.logged_exceptions import ExceptionLoggerProvider
 
@@ -292,6 +310,7 @@ def _logger_provider(
     for name in exporter_names:
         exporter = otlp.create_exporter(settings, "LOGS") if name == "otlp" else ConsoleLogRecordExporter()
         if exporter is not None:
+            count_failed_exports(exporter, f"{name} logs", "log records", LogRecordExportResult.FAILURE)
             provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     return provider
 

@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import re
+import sys
 import threading
 import weakref
 from typing import Any, Callable, Mapping
@@ -313,10 +314,13 @@ def _report_internal_error(where: str) -> None:
     global _internal_error_logged
     if not _internal_error_logged:
         _internal_error_logged = True
+        error = sys.exc_info()[1]
         _logger.warning(
-            "raptorflow-otel: SQLAlchemy %s failed, so the statement runs without a complete "
-            "span. Later failures are logged at DEBUG.",
+            "raptorflow-otel: SQLAlchemy %s failed (%s: %s), so the statement runs without a "
+            "complete span. Later failures are logged at DEBUG.",
             where,
+            type(error).__name__,
+            error,
             exc_info=True,
         )
     else:

@@ -246,6 +246,9 @@ class CaptureServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body leave in separate writes; with Nagle's algorithm on, a keep-alive
+            # client waits for a delayed ACK (about 40 ms) before each response is complete.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 path = self.path.split("?", 1)[0]

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 import sentry_sdk
+from opentelemetry import context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
@@ -37,6 +39,9 @@ from raptorflow_otel.exporters.sentry_events import (
     build_transaction,
     is_local_root,
 )
+from raptorflow_otel.exporters.sentry_transport import DirectHttpTransport
+from raptorflow_otel.processors.drops import record_dropped
+from raptorflow_otel.processors.guard import guarded
 from raptorflow_otel.processors.pipeline import YIELD_EVERY_SPANS, yield_to_request_threads
 from raptorflow_otel.processors.release_health import RequestSessions
 
@@ -44,6 +49,10 @@ _logger = logging.getLogger(__name__)
 
 # A child whose root has not ended after this long is dropped (its request is stuck or lost).
 PENDING_MAX_AGE_SECONDS = 300.0
+# After a request to Sentry fails, envelopes are dropped without trying for this long (seconds).
+UNREACHABLE_PAUSE_SECONDS = 10.0
+# sentry-sdk's own default size of its send queue, in envelopes.
+DEFAULT_QUEUE_SIZE = 100
 
 
 @dataclass
@@ -136,12 +145,14 @@ class SentryExporter(SpanExporter):
         spotlight_url: str | None = None,
         debug: bool = False,
         max_pending_traces: int = 1000,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
         random_source: Callable[[], float] = random.random,
     ) -> None:
         self._common = common
         self._sample_rate = sample_rate
         self._random = random_source
         self._pending = PendingTraces(max_pending_traces)
+        self._unreachable_until = 0.0  # monotonic time before which sending is not attempted
         self._lock = threading.Lock()
         self.stats = SentryExporterStats()
         self._public_key = Dsn(dsn).public_key if dsn else None
@@ -159,7 +170,13 @@ class SentryExporter(SpanExporter):
             integrations=[],
             traces_sample_rate=None,
             send_client_reports=bool(dsn),
+            transport=DirectHttpTransport,
+            # One export can queue an envelope per span of its batch at once; sentry-sdk's default
+            # queue (100 envelopes) would drop most of a 512-span batch before sending any.
+            transport_queue_size=max(queue_size, DEFAULT_QUEUE_SIZE),
         )
+        if self._client.transport is not None:
+            watch_transport(self._client.transport)
 
     # SpanExporter
 
@@ -177,8 +194,7 @@ class SentryExporter(SpanExporter):
                     envelopes.append(self._transaction_envelope(span, children))
                 envelopes.extend(self._error_envelopes([span, *children], span))
             self.stats.spans_dropped_without_root = self._pending.dropped_spans
-        for envelope in envelopes:
-            self._send(envelope)
+        self._send_now(envelopes)
         self._send_request_sessions(final=False)
         return SpanExportResult.SUCCESS
 
@@ -256,7 +272,78 @@ class SentryExporter(SpanExporter):
         self._send(envelope)
 
     def _send(self, envelope: Envelope) -> None:
+        """Queue one envelope for sentry-sdk's background sender (used off the export thread)."""
         if self._client.spotlight is not None:
             self._client.spotlight.capture_envelope(envelope)
         if self._client.transport is not None:
             self._client.transport.capture_envelope(envelope)
+
+    def _send_now(self, envelopes: list[Envelope]) -> None:
+        """Send a batch's envelopes from the calling (export) thread, one request each.
+
+        The export thread is already in the background, so handing each envelope to another
+        thread would only add a queue and a thread switch per envelope. After a network failure
+        the rest of the batch is dropped and counted, so a server that stalls costs one timeout
+        per batch, not one per envelope.
+        """
+        transport = self._client.transport
+        send = getattr(transport, "_send_envelope", None)
+        if send is not None and envelopes and time.monotonic() < self._unreachable_until:
+            record_dropped("sentry", "unreachable, retrying later", len(envelopes), "envelopes")
+            send = None
+            transport = None
+        for index, envelope in enumerate(envelopes):
+            if self._client.spotlight is not None:
+                self._client.spotlight.capture_envelope(envelope)
+            if transport is None:
+                continue
+            if send is None:
+                transport.capture_envelope(envelope)
+                continue
+            try:
+                send(envelope)
+            except Exception:  # noqa: BLE001 - sentry-sdk already counted this envelope as lost
+                record_dropped("sentry", "network", len(envelopes) - index - 1, "envelopes")
+                # Try again after a pause, so a stalled server costs one timeout per pause, not
+                # one per batch, and a shutdown flush does not wait on it again.
+                self._unreachable_until = time.monotonic() + UNREACHABLE_PAUSE_SECONDS
+                break
+        flush_reports = getattr(transport, "_flush_client_reports", None)
+        if flush_reports is not None:
+            guarded(flush_reports, what="Sentry client report")
+
+
+def watch_transport(transport: Any) -> None:
+    """Count the envelopes sentry-sdk's transport drops, and keep its HTTP calls untraced.
+
+    sentry-sdk calls ``on_dropped_event(reason)`` once per envelope it gives up on (``network``,
+    ``status_500``, ``status_429``, ``full_queue``, ``self_rate_limits``, ...) and logs nothing
+    unless its debug mode is on. Each call becomes a `record_dropped` count, so the drops show in
+    ``get_health_status()`` and in one rate-limited warning. The transport sends from its own
+    worker thread, where the batch processor's suppression of instrumentation does not reach: an
+    installed urllib3 instrumentation would trace every envelope sent, and those spans would be
+    sent to Sentry in turn. So each send runs with instrumentation suppressed.
+    """
+    dropped = getattr(transport, "on_dropped_event", None)
+    if dropped is not None:
+
+        def on_dropped_event(reason: str) -> None:
+            record_dropped("sentry", str(reason), 1, "envelopes")
+            dropped(reason)
+
+        transport.on_dropped_event = on_dropped_event
+    send = getattr(transport, "_send_request", None)
+    if send is not None:
+
+        def send_untraced(*args: Any, **kwargs: Any) -> Any:
+            token = context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+            try:
+                return send(*args, **kwargs)
+            finally:
+                context.detach(token)
+
+        transport._send_request = send_untraced
+    else:
+        # NOTE: a sentry-sdk release without _send_request sends unsuppressed; an urllib3
+        # instrumentation would then trace the envelopes.
+        _logger.debug("sentry-sdk transport has no _send_request; its HTTP calls are not suppressed.")

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
+from opentelemetry.sdk.trace import SpanProcessor
+
 _logger = logging.getLogger(__name__)
 
 RAISE_INTERNAL_ERRORS = False
@@ -73,3 +75,33 @@ def failure_counts() -> dict[str, int]:
     """Return how many failures of each kind were seen since start-up (for health reports)."""
     with _lock:
         return {what: int(entry[2]) for what, entry in _failures.items()}
+
+
+class GuardedSpanProcessor(SpanProcessor):
+    """Wraps a span processor so that an exception in it is logged (rate-limited) and never raised.
+
+    The SDK calls span processors inside ``tracer.start_span`` and ``span.end()``, on the app's
+    request thread, and does not catch what they raise. Every processor the distro adds goes
+    through this wrapper, so a bug in one costs telemetry, never a request.
+    """
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner = inner
+        self._name = type(inner).__name__
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        guarded(self.inner.on_start, span, parent_context, what=f"{self._name}.on_start")
+
+    def _on_ending(self, span: Any) -> None:
+        on_ending = getattr(self.inner, "_on_ending", None)
+        if on_ending is not None:
+            guarded(on_ending, span, what=f"{self._name}._on_ending")
+
+    def on_end(self, span: Any) -> None:
+        guarded(self.inner.on_end, span, what=f"{self._name}.on_end")
+
+    def shutdown(self) -> None:
+        guarded(self.inner.shutdown, what=f"{self._name}.shutdown")
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return guarded(self.inner.force_flush, timeout_millis, what=f"{self._name}.force_flush") is not False

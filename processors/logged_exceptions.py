@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import INVALID_SPAN_ID
 
 from raptorflow_otel.processors.exception_text import exception_attributes
+from raptorflow_otel.processors.guard import guarded
 from raptorflow_otel.processors.span_copy import copy_span
 
 # Log events that stand for an exception that escaped the request handler.
@@ -44,6 +45,10 @@ class LoggedExceptions(LogRecordProcessor):
 
     # LogRecordProcessor. The SDK passes a ReadWriteLogRecord, whose `log_record` contains the data.
     def on_emit(self, log_record) -> None:  # noqa: ANN001 - type differs across SDK minor versions
+        # Called inside the app's logger call, so a failure here must not reach the app.
+        guarded(self._keep, log_record, what="LoggedExceptions.on_emit")
+
+    def _keep(self, log_record) -> None:  # noqa: ANN001 - see on_emit
         record = getattr(log_record, "log_record", log_record)
         attributes = record.attributes or {}
         if "exception.type" not in attributes and "exception.stacktrace" not in attributes:
@@ -108,7 +113,11 @@ class _ExceptionAttributesLogger(APILogger):
     def emit(self, record: Any = None, **fields: Any) -> None:
         exception = fields.get("exception")
         if record is None and exception is not None:
-            attributes = exception_attributes(exception)
+            attributes = guarded(exception_attributes, exception, what="exception log attributes")
+            if attributes is None:
+                # Let the SDK format the exception itself.
+                self._inner.emit(record, **fields)
+                return
             given = fields.get("attributes")
             if given:
                 attributes.update(given)

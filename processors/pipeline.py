@@ -21,7 +21,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from raptorflow_otel.processors.guard import guarded
+from raptorflow_otel.processors.drops import record_dropped
+from raptorflow_otel.processors import guard
+from raptorflow_otel.processors.guard import guarded, report_internal_error
 
 _logger = logging.getLogger(__name__)
 
@@ -46,23 +48,35 @@ class ErrorSink(Protocol):
 
 
 class SpanTransform:
-    """Runs the named steps in order; a failing step drops the span (fail closed)."""
+    """Runs the named steps in order.
 
-    def __init__(self, steps: Iterable[tuple[str, SpanStep]] = ()) -> None:
+    A failing step in ``fail_closed`` (privacy scrubbing) drops the span, because passing it on
+    could send raw data. Any other failing step is skipped and the span goes on unchanged by it,
+    so a bug in, say, error categorization loses labels, not spans. Failures are logged through
+    the internal-error guard (once, then a count a minute).
+    """
+
+    def __init__(self, steps: Iterable[tuple[str, SpanStep]] = (), fail_closed: Iterable[str] | None = None) -> None:
         self.steps = list(steps)
+        # Without an explicit set every step fails closed, the safe default.
+        self._fail_closed = None if fail_closed is None else frozenset(fail_closed)
 
     def __call__(self, span: ReadableSpan) -> ReadableSpan | None:
         current: ReadableSpan | None = span
         for name, step in self.steps:
             try:
-                current = step(current)
-            except Exception:  # noqa: BLE001 - a broken step must never pass raw data on
-                _logger.exception(
-                    "Span transform step %r failed on span %r; the span is dropped.", name, span.name
-                )
+                result = step(current)
+            except Exception as error:  # noqa: BLE001 - see the class docstring
+                if guard.RAISE_INTERNAL_ERRORS:
+                    raise
+                closed = self._fail_closed is None or name in self._fail_closed
+                report_internal_error(f"span transform step {name!r}" + (" (span dropped)" if closed else ""), error)
+                if closed:
+                    return None
+                continue
+            if result is None:
                 return None
-            if current is None:
-                return None
+            current = result
         return current
 
 
@@ -119,19 +133,26 @@ class PipelineSpanProcessor(SpanProcessor):
     ) -> None:
         self._transform = transform
         self._error_sink = error_sink
+        self._exporter = TransformingExporter(transform, exporters)
         self._batch = BatchSpanProcessor(
-            TransformingExporter(transform, exporters),
+            self._exporter,
             max_queue_size=max_queue_size,
             schedule_delay_millis=schedule_delay_millis,
             max_export_batch_size=min(max_export_batch_size, max_queue_size),
             export_timeout_millis=export_timeout_millis,
         )
+        self._max_queue_size = max_queue_size
+        # The SDK drops a span when its queue is full and only logs it. Reading the queue's length
+        # (a deque inside opentelemetry-sdk 1.45's BatchSpanProcessor) lets us count those drops.
+        self._queue = getattr(getattr(self._batch, "_batch_processor", None), "_queue", None)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self._batch.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context.trace_flags.sampled:
+            if self._queue is not None and len(self._queue) >= self._max_queue_size:
+                record_dropped("traces", "batch queue full", 1, "spans")
             self._batch.on_end(span)
             return
         if self._error_sink is not None:
@@ -148,4 +169,12 @@ class PipelineSpanProcessor(SpanProcessor):
         self._batch.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._batch.force_flush(timeout_millis)
+        """Export every queued span, then wait until the exporters have sent what they queued.
+
+        The Sentry exporter hands envelopes to sentry-sdk's background sender, so a flush that
+        stopped at the batch processor would return before they leave the process.
+        """
+        deadline = time.monotonic() + timeout_millis / 1000
+        exported = self._batch.force_flush(timeout_millis)
+        remaining = max(0, int((deadline - time.monotonic()) * 1000))
+        return bool(self._exporter.force_flush(remaining)) and exported

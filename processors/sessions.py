@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
 from raptorflow_otel.processors.categorize import is_exception_class_name
+from raptorflow_otel.processors.guard import guarded
 from raptorflow_otel.processors.release_health import RequestSessions
 from raptorflow_otel.processors.session_tracker import SessionTracker
 
@@ -84,6 +85,11 @@ class SessionPropagator(TextMapPropagator):
         self._cookie_key = cookie_key
 
     def extract(self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter) -> Context:
+        """Return ``context`` with the request's session and user, or unchanged if reading them fails."""
+        extracted = guarded(self._extract, carrier, context, getter, what="SessionPropagator.extract")
+        return extracted if extracted is not None else (context if context is not None else context_api.get_current())
+
+    def _extract(self, carrier: CarrierT, context: Context | None, getter: Getter[CarrierT]) -> Context:
         baggage = _baggage(_first(getter, carrier, "baggage"))
         cookie_value = self._cookie(getter, carrier)
         session_id = _clean(_first(getter, carrier, self._session_header))

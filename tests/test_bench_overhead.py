@@ -18,7 +18,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.bench
+# The first run builds four venvs, which takes minutes on a cold cache.
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(1800)]
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:

@@ -51,7 +51,9 @@ def test_every_exporter_gets_the_same_copy():
     processor.shutdown()
 
 
-def test_failing_step_drops_span(caplog):
+def test_failing_step_drops_span(caplog, monkeypatch):
+    monkeypatch.setattr(guard, "RAISE_INTERNAL_ERRORS", False)
+
     def broken(span):
         raise ValueError("bug in a step")
 
@@ -60,7 +62,24 @@ def test_failing_step_drops_span(caplog):
     result = TransformingExporter(transform, [exporter]).export([_finished_span()])
     assert result is SpanExportResult.SUCCESS
     assert exporter.get_finished_spans() == ()
-    assert "Span transform step 'broken' failed" in caplog.text
+    assert "span transform step 'broken' (span dropped) failed" in caplog.text
+
+
+def test_failing_optional_step_keeps_span(caplog, monkeypatch):
+    monkeypatch.setattr(guard, "RAISE_INTERNAL_ERRORS", False)
+
+    def broken(span):
+        raise ValueError("bug in categorization")
+
+    def mark(span):
+        return copy_span(span, name="marked")
+
+    exporter = InMemorySpanExporter()
+    transform = SpanTransform([("categorize", broken), ("privacy scrubbing", mark)], fail_closed={"privacy scrubbing"})
+    TransformingExporter(transform, [exporter]).export([_finished_span()])
+
+    assert [span.name for span in exporter.get_finished_spans()] == ["marked"]
+    assert "span transform step 'categorize' failed" in caplog.text
 
 
 def test_failing_exporter_does_not_stop_others(monkeypatch):
