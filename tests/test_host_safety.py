@@ -18,9 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app_process import clean_environment, free_port
+from app_process import clean_environment, free_port, run_shop
 from fault_hooks import TARGETS
-from receivers import Receiver
+from leak_search import attributes_of
+from receivers import OTLPReceiver, Receiver, SentryReceiver, wait_for
 
 TESTS = Path(__file__).resolve().parent
 REQUESTS = [("/products/1", 200), ("/products/999", 404), ("/products/abc", 422), ("/boom", 500), ("/products", 200)]
@@ -67,3 +68,32 @@ def test_broken_component_never_breaks_a_request(target: str, tmp_path: Path) ->
     assert statuses == [(path, status) for _ in range(ROUNDS) for path, status in REQUESTS], log
     reports = re.findall(rf"raptorflow-otel: .* failed \(RuntimeError: injected fault in {target}\)", log)
     assert len(reports) == 1, log
+
+
+def test_own_export_calls_are_not_traced(tmp_path: Path) -> None:
+    """The OTLP exporter sends with ``requests``; with the requests instrumentation loaded, its calls
+    to the Collector must not become spans (the batch worker suppresses instrumentation)."""
+    with SentryReceiver() as sentry, OTLPReceiver() as collector:
+        env = {
+            "PYTHONPATH": str(TESTS),
+            "SENTRY_DSN": f"http://key@127.0.0.1:{sentry.port}/1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            "OTEL_SERVICE_NAME": "safety-test",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+        }
+        with run_shop(env, tmp_path, app="fault_app:app") as app:
+            instrumented = app.get("/telemetry-health").json()["status"]["instrumented"]
+            for _ in range(10):
+                assert app.get("/products/1").status_code == 200
+            wait_for(lambda: len(collector.spans()) >= 10 and collector.metric_names())
+            time.sleep(1.5)  # several more exports, each of which would make a span if traced
+        spans = collector.spans()
+
+    assert "requests" in instrumented, instrumented
+    receiver_ports = {str(sentry.port), str(collector.port)}
+    traced_exports = [
+        span.name for span in spans
+        if any(port in str(value) for port in receiver_ports for value in attributes_of(span).values())
+    ]
+    assert traced_exports == []
