@@ -43,8 +43,8 @@ A setup that sends nothing to its receivers, or whose app returns an unexpected 
 the benchmark, because its numbers would measure something else.
 
 ``--scenario sentry-down`` runs the raptorflow server for ``--duration`` seconds (default 600) at
-``--rate`` with the Sentry DSN pointing at a closed port on 127.0.0.1 (connection refused) while
-OTLP stays up, samples the server's RSS every few seconds, and reports growth after warm-up.
+``--rate``. The Sentry DSN points at a closed port on 127.0.0.1 (connection refused) while OTLP
+stays up. The server's RSS is sampled every few seconds, and the growth after warm-up is reported.
 Its last line is ``rss_growth_mb=<MB> failed_requests=<n>``.
 
 Needs the ``test`` extra (``build``, ``pytest``) in the Python that runs it, for the wheel and
@@ -110,8 +110,8 @@ class CountingReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            # Headers and body leave in separate writes; with Nagle's algorithm on, a keep-alive
-            # client waits for a delayed ACK (about 40 ms) before each response is complete.
+            # Headers and body leave in separate writes. With Nagle's algorithm on, a keep-alive
+            # client would wait for a delayed ACK (about 40 ms here) before each response completes.
             disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -217,6 +217,7 @@ def build_setups(names: tuple[str, ...], otlp_port: int, sentry_port: int) -> di
     frozen = pip(raptorflow_bin.parent, "freeze", "--all").stdout.split()
     pins = tuple(line for line in frozen if "==" in line and line.split("==")[0].lower() not in NOT_CONSTRAINED)
     print(describe_environment(pins), flush=True)
+
     specs = {
         "bare": VenvSpec("bench-bare", (), constraints=pins),
         "otel": VenvSpec(
@@ -231,6 +232,7 @@ def build_setups(names: tuple[str, ...], otlp_port: int, sentry_port: int) -> di
         ),
         "sentry": VenvSpec("bench-sentry", ("sentry-sdk[fastapi,sqlalchemy]",), constraints=pins),
     }
+
     env = telemetry_env(otlp_port, sentry_port)
     setups = {}
     for name in names:

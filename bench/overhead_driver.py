@@ -6,8 +6,8 @@ Usage: ``python overhead_driver.py --app MODULE:ATTR --warmup N --requests N --o
 It imports the app, runs the ASGI lifespan startup, sends ``--warmup`` requests of the mix, then
 times ``--requests`` more, one after another. It calls the ASGI app directly, with no server and
 no sockets, so the numbers are the app plus its instrumentation. After the last request it flushes
-whatever telemetry the process has (OpenTelemetry providers, whose flush also waits for
-raptorflow-otel's Sentry sender, and the sentry-sdk client) and waits until background threads
+whatever telemetry the process has: the OpenTelemetry providers (whose flush also waits for
+raptorflow-otel's Sentry sender) and the sentry-sdk client. Then it waits until background threads
 go idle, so export work done for the timed requests counts too. The orchestrator then checks
 that every transaction reached the receiver, so no export work was skipped.
 
@@ -70,7 +70,7 @@ async def call(app, request: BenchRequest) -> int:
         if not sent_body:
             sent_body = True
             return {"type": "http.request", "body": request.body, "more_body": False}
-        # A client that stays connected. The benchmark's routes read the body once and never wait here.
+        # A client that stays connected: only an app that reads past the body gets here, and waits.
         await asyncio.sleep(3600)
         return {"type": "http.disconnect"}
 

@@ -27,7 +27,7 @@ class BenchRequest:
     expected_status: int
 
 
-# A session makes this many requests, so the session tracker sees sessions come and go.
+# A session makes this many requests, so the session tracker records sessions starting and ending.
 REQUESTS_PER_SESSION = 5
 CYCLE = 20
 
@@ -57,7 +57,7 @@ def _signup(index: int) -> BenchRequest:
 def request_at(index: int) -> BenchRequest:
     """Return request number ``index`` of the mix.
 
-    The kind repeats every 20 requests; ids, e-mails, tokens and sessions differ from one request
+    The kind repeats every 20 requests. Ids, e-mails, tokens and sessions differ from one request
     to the next, so the scrubber's caches of clean values help no more than with real traffic.
     """
     slot = index % CYCLE

@@ -5,8 +5,8 @@ on for every request (``traces_sample_rate=1.0``), and the FastAPI, Starlette an
 integrations enable themselves. The DSN, release and environment come from the ``SENTRY_*``
 variables, as sentry-sdk reads them itself.
 
-One setting differs from sentry-sdk's defaults: its send queue holds 10,000 envelopes instead of
-100. The in-process driver sends requests back to back, faster than sentry-sdk's single sender
+One setting differs from sentry-sdk's defaults: its send queue has room for 10,000 envelopes
+instead of 100. The in-process driver sends requests back to back, faster than sentry-sdk's single sender
 thread delivers, and with the default queue sentry-sdk would drop transactions and report less
 CPU than it costs when every transaction is sent.
 """

@@ -246,8 +246,8 @@ class CaptureServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            # Headers and body leave in separate writes; with Nagle's algorithm on, a keep-alive
-            # client waits for a delayed ACK (about 40 ms) before each response is complete.
+            # Headers and body leave in separate writes. With Nagle's algorithm on, a keep-alive
+            # client would wait for a delayed ACK (about 40 ms here) before each response completes.
             disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming

@@ -171,8 +171,8 @@ class SentryExporter(SpanExporter):
             traces_sample_rate=None,
             send_client_reports=bool(dsn),
             transport=DirectHttpTransport,
-            # One export can queue an envelope per span of its batch at once; sentry-sdk's default
-            # queue (100 envelopes) would drop most of a 512-span batch before sending any.
+            # Envelopes queued here (errors of unsampled requests, sessions) can come in bursts.
+            # sentry-sdk's default queue of 100 envelopes would drop most of a large burst.
             transport_queue_size=max(queue_size, DEFAULT_QUEUE_SIZE),
         )
         if self._client.transport is not None:

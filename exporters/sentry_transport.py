@@ -26,8 +26,10 @@ from sentry_sdk.transport import HttpTransport
 
 _logger = logging.getLogger(__name__)
 
-# Seconds to connect, send and read one response. sentry-sdk's worker allows 30 s; the export
+# Seconds to connect, send and read one response. sentry-sdk's worker allows 30 s, but the export
 # thread sends synchronously, so a stalled server must give up sooner.
+# NOTE: not capped by OTEL_BSP_EXPORT_TIMEOUT. With both receivers stalled and default timeouts, a
+# SIGTERM took about 40 s to exit (tests/test_shutdown.py measures the bounded case).
 REQUEST_TIMEOUT_SECONDS = 10.0
 
 

@@ -78,11 +78,12 @@ def failure_counts() -> dict[str, int]:
 
 
 class GuardedSpanProcessor(SpanProcessor):
-    """Wraps a span processor so that an exception in it is logged (rate-limited) and never raised.
+    """Span processor wrapper that logs (rate-limited) what the wrapped processor raises, instead of raising it.
 
     The SDK calls span processors inside ``tracer.start_span`` and ``span.end()``, on the app's
     request thread, and does not catch what they raise. Every processor the distro adds goes
-    through this wrapper, so a bug in one costs telemetry, never a request.
+    through this wrapper, so a bug in one costs telemetry, not a request (tests that set
+    `RAISE_INTERNAL_ERRORS` get the exception instead).
     """
 
     def __init__(self, inner: SpanProcessor) -> None:

@@ -87,7 +87,11 @@ class SessionPropagator(TextMapPropagator):
     def extract(self, carrier: CarrierT, context: Context | None = None, getter: Getter[CarrierT] = default_getter) -> Context:
         """Return ``context`` with the request's session and user, or unchanged if reading them fails."""
         extracted = guarded(self._extract, carrier, context, getter, what="SessionPropagator.extract")
-        return extracted if extracted is not None else (context if context is not None else context_api.get_current())
+        if extracted is not None:
+            return extracted
+        if context is not None:
+            return context
+        return context_api.get_current()
 
     def _extract(self, carrier: CarrierT, context: Context | None, getter: Getter[CarrierT]) -> Context:
         baggage = _baggage(_first(getter, carrier, "baggage"))

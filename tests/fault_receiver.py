@@ -6,8 +6,8 @@ Modes:
 * ``refused``: the listening socket is closed, so connections are refused; switching to another
   mode listens again on the same port;
 * a status code such as ``500``, ``429`` or ``503``: that status with an empty body and
-  ``Retry-After: <retry_after>`` seconds (sent with every error status, so a test can check that a
-  client retries only the statuses it should, whatever the server requests);
+  ``Retry-After: <retry_after>`` seconds. Every error status carries that header, so a test can
+  check that a client retries only the statuses it should, whatever the server requests;
 * ``stall``: read the request, then answer nothing for up to 30 s (released early by a mode
   change), then 200;
 * ``garbage``: bytes that are not HTTP, then the connection is closed.
@@ -76,8 +76,8 @@ class FaultyReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
-            # Headers and body leave in separate writes; with Nagle's algorithm on, a keep-alive
-            # client waits for a delayed ACK (about 40 ms) before each response is complete.
+            # Headers and body leave in separate writes. With Nagle's algorithm on, a keep-alive
+            # client would wait for a delayed ACK (about 40 ms here) before each response completes.
             disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
