@@ -41,7 +41,7 @@ from raptorflow_otel.exporters.sentry_events import (
 )
 from raptorflow_otel.exporters.sentry_transport import DirectHttpTransport
 from raptorflow_otel.processors.drops import record_dropped
-from raptorflow_otel.processors.guard import guarded
+from raptorflow_otel.processors.guard import guarded, report_internal_error
 from raptorflow_otel.processors.pipeline import YIELD_EVERY_SPANS, yield_to_request_threads
 from raptorflow_otel.processors.release_health import RequestSessions
 
@@ -51,6 +51,9 @@ _logger = logging.getLogger(__name__)
 PENDING_MAX_AGE_SECONDS = 300.0
 # After a request to Sentry fails, envelopes are dropped without trying for this long (seconds).
 UNREACHABLE_PAUSE_SECONDS = 10.0
+# Envelopes written to the connection at once. Larger groups save little more, and the responses
+# of a group must fit the socket's receive buffer while the rest of the group is being written.
+PIPELINE_ENVELOPES = 16
 # sentry-sdk's own default size of its send queue, in envelopes.
 DEFAULT_QUEUE_SIZE = 100
 
@@ -279,38 +282,47 @@ class SentryExporter(SpanExporter):
             self._client.transport.capture_envelope(envelope)
 
     def _send_now(self, envelopes: list[Envelope]) -> None:
-        """Send a batch's envelopes from the calling (export) thread, one request each.
+        """Send a batch's envelopes from the calling (export) thread, pipelined in groups.
 
         The export thread is already in the background, so handing each envelope to another
-        thread would only add a queue and a thread switch per envelope. After a network failure
-        the rest of the batch is dropped and counted, so a server that stalls costs one timeout
-        per batch, not one per envelope.
+        thread would only add a queue and a thread switch per envelope. Each group of
+        `PIPELINE_ENVELOPES` goes out in one write, and its responses come back in about one read
+        (`DirectHttpTransport.send_envelopes`). After a network failure the rest of the batch is
+        dropped and counted, so a server that stalls costs one timeout per batch, not one per
+        envelope.
         """
+        spotlight = self._client.spotlight
+        if spotlight is not None:
+            for envelope in envelopes:
+                spotlight.capture_envelope(envelope)
         transport = self._client.transport
-        send = getattr(transport, "_send_envelope", None)
-        if send is not None and envelopes and time.monotonic() < self._unreachable_until:
-            record_dropped("sentry", "unreachable, retrying later", len(envelopes), "envelopes")
-            send = None
-            transport = None
-        for index, envelope in enumerate(envelopes):
-            if self._client.spotlight is not None:
-                self._client.spotlight.capture_envelope(envelope)
-            if transport is None:
-                continue
-            if send is None:
+        if transport is None or not envelopes:
+            return
+        send_envelopes = getattr(transport, "send_envelopes", None)
+        if send_envelopes is None:
+            for envelope in envelopes:
                 transport.capture_envelope(envelope)
-                continue
+            return
+        if time.monotonic() < self._unreachable_until:
+            record_dropped("sentry", "unreachable, retrying later", len(envelopes), "envelopes")
+            return
+
+        for start in range(0, len(envelopes), PIPELINE_ENVELOPES):
+            group = envelopes[start : start + PIPELINE_ENVELOPES]
             try:
-                send(envelope)
-            except Exception:  # noqa: BLE001 - sentry-sdk already counted this envelope as lost
-                record_dropped("sentry", "network", len(envelopes) - index - 1, "envelopes")
+                error = send_envelopes(group)
+            except Exception as unexpected:  # noqa: BLE001 - a defect must not stop the export thread
+                report_internal_error("Sentry envelope sending", unexpected)
+                record_dropped("sentry", "internal error", len(group), "envelopes")
+                error = unexpected
+            if error is not None:
+                # sentry-sdk counted the group's unanswered envelopes; the later groups are counted here.
+                record_dropped("sentry", "network", len(envelopes) - start - len(group), "envelopes")
                 # Try again after a pause, so a stalled server costs one timeout per pause, not
                 # one per batch, and a shutdown flush does not wait on it again.
                 self._unreachable_until = time.monotonic() + UNREACHABLE_PAUSE_SECONDS
                 break
-        flush_reports = getattr(transport, "_flush_client_reports", None)
-        if flush_reports is not None:
-            guarded(flush_reports, what="Sentry client report")
+        guarded(transport._flush_client_reports, what="Sentry client report")
 
 
 def watch_transport(transport: Any) -> None:
@@ -336,6 +348,8 @@ def watch_transport(transport: Any) -> None:
     if send is not None:
 
         def send_untraced(*args: Any, **kwargs: Any) -> Any:
+            if context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+                return send(*args, **kwargs)  # the batch processor's export thread suppresses already
             token = context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 return send(*args, **kwargs)

@@ -2,27 +2,39 @@
 
 sentry-sdk sends each envelope from a background worker through urllib3. The exporter already
 runs on the batch processor's worker thread, so `SentryExporter` calls the transport's
-``_send_envelope`` there directly, and this subclass sends the request on one keep-alive
-``http.client`` connection. On the development machine a loopback envelope cost about 440 µs of
-CPU through sentry-sdk's queue and urllib3, and about 190 µs this way (`bench/overhead.py`).
+``_send_envelope`` there directly, and this subclass changes two steps of it:
 
-Everything else is sentry-sdk's: DSN authentication headers, envelope serialization and
-compression, rate limits (``Retry-After`` and ``X-Sentry-Rate-Limits``), client reports and the
-accounting of lost events. With a proxy configured, the request goes through sentry-sdk's own
-urllib3 proxy pool, since ``http.client`` does not read proxy settings.
+- the request goes over one `KeepAliveConnection`, written with one ``sendall`` and read with
+  usually one ``recv``;
+- envelopes under 32 KiB go uncompressed, and larger ones are gzipped in one call, where
+  sentry-sdk streams every envelope through ``GzipFile`` in several writes.
+
+Every system call and every zlib call releases the GIL, and while requests run the worker then
+waits for it back. Fewer of them is what made this path cheaper: in the overhead benchmark an
+envelope cost about 420 µs of the worker's CPU through sentry-sdk's steps with ``http.client``,
+and about NNN µs this way (docs/benchmarks.md).
+
+Everything else is sentry-sdk's: DSN authentication headers, envelope serialization, rate limits
+(``Retry-After`` and ``X-Sentry-Rate-Limits``), client reports and the accounting of lost events.
+With a proxy configured, the request goes through sentry-sdk's own urllib3 proxy pool.
 """
 
 from __future__ import annotations
 
-import http.client
+import gzip
+import io
 import logging
 import ssl
 import threading
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import urllib3
+from sentry_sdk.consts import EndpointType
+from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import HttpTransport
+
+from raptorflow_otel.exporters.http_keepalive import KeepAliveConnection, ResponseHeaders
 
 _logger = logging.getLogger(__name__)
 
@@ -32,11 +44,17 @@ _logger = logging.getLogger(__name__)
 # SIGTERM took about 40 s to exit (tests/test_shutdown.py measures the bounded case).
 REQUEST_TIMEOUT_SECONDS = 10.0
 
+# Envelopes smaller than this are sent uncompressed. Sentry's own Node.js SDK uses the same
+# threshold (GZIP_THRESHOLD in @sentry/node's HTTP transport). A typical transaction is 2 KB, and
+# compressing it cost about 75 µs of the export thread's CPU in the overhead benchmark, mostly in
+# waiting for the GIL that zlib releases.
+COMPRESS_MIN_BYTES = 32 * 1024
+
 
 class _Response:
     """The parts of a urllib3 response that sentry-sdk's response handling reads."""
 
-    def __init__(self, status: int, headers: Any, data: bytes) -> None:
+    def __init__(self, status: int, headers: ResponseHeaders, data: bytes) -> None:
         self.status = status
         self.headers = headers
         self.data = data
@@ -46,45 +64,110 @@ class _Response:
 
 
 class DirectHttpTransport(HttpTransport):
-    """sentry-sdk's HttpTransport sending over one ``http.client`` keep-alive connection."""
+    """sentry-sdk's HttpTransport sending over one keep-alive connection, compressing large envelopes only."""
 
     def __init__(self, options: dict[str, Any]) -> None:
         super().__init__(options)
         self._connection_lock = threading.Lock()
-        self._connection: http.client.HTTPConnection | None = None
+        self._connection: KeepAliveConnection | None = None
         self._direct = not isinstance(self._pool, urllib3.ProxyManager)
 
-    def _request(self, method: str, endpoint_type: Any, body: Any, headers: Mapping[str, str]) -> Any:
+    def _prepare_envelope(self, envelope: Envelope) -> tuple[Envelope, io.BytesIO, dict[str, str]] | None:
+        """sentry-sdk's steps, without the debug log record it creates for every envelope.
+
+        sentry-sdk keeps its logger at DEBUG and filters records afterwards, so each envelope
+        built a log record and walked the stack for it even with debug off: about a fifth of the
+        send path's CPU in the overhead benchmark. With ``SENTRY_DEBUG`` on, sentry-sdk's own
+        method runs, log line included.
+        """
+        if self.options.get("debug"):
+            return super()._prepare_envelope(envelope)
+
+        items = []
+        for item in envelope.items:
+            if self._check_disabled(item.data_category):
+                if item.data_category in ("transaction", "error", "default", "statsd"):
+                    self.on_dropped_event("self_rate_limits")
+                self.record_lost_event("ratelimit_backoff", item=item)
+            else:
+                items.append(item)
+        if not items:
+            return None
+
+        # A copy, as in sentry-sdk, so that other references to the original envelope see no change.
+        envelope = Envelope(headers=envelope.headers, items=items)
+        client_report = self._fetch_pending_client_report(interval=30)
+        if client_report is not None:
+            envelope.items.append(client_report)
+
+        encoding, body = self._serialize_envelope(envelope)
+        headers = {"Content-Type": "application/x-sentry-envelope"}
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        return envelope, body, headers
+
+    def _serialize_envelope(self, envelope: Any) -> tuple[str | None, io.BytesIO]:
+        body = envelope.serialize()
+        if len(body) < COMPRESS_MIN_BYTES or not self._compression_level or self._compression_algo is None:
+            return None, io.BytesIO(body)
+        if self._compression_algo != "gzip":
+            return super()._serialize_envelope(envelope)
+        # mtime=0 keeps the output reproducible. Python 3.11 compresses this in one zlib call.
+        return "gzip", io.BytesIO(gzip.compress(body, self._compression_level, mtime=0))
+
+    def send_envelopes(self, envelopes: Sequence[Envelope]) -> Exception | None:
+        """Send envelopes now, pipelined on the keep-alive connection; return the network error, if any.
+
+        Rate limits, client reports and lost-event accounting are sentry-sdk's, as for one envelope:
+        each response goes through its response handling, and each envelope left without a
+        response is recorded as lost to the network.
+        """
         if not self._direct:
+            for index, envelope in enumerate(envelopes):
+                try:
+                    self._send_envelope(envelope)  # sentry-sdk records the loss before it raises
+                except Exception as error:  # noqa: BLE001 - urllib3's errors are not all OSErrors
+                    for unsent in envelopes[index + 1 :]:
+                        self._handle_request_error(envelope=unsent, loss_reason="network")
+                    return error
+            return None
+
+        prepared = [ready for ready in map(self._prepare_envelope, envelopes) if ready is not None]
+        if not prepared:
+            return None
+        requests = []
+        for _, body, headers in prepared:
+            self._update_headers(headers)
+            requests.append((headers, body.getvalue()))
+
+        url = urlsplit(self._auth.get_api_url(EndpointType.ENVELOPE))
+        with self._connection_lock:
+            connection = self._connection or self._open(url.scheme, url.hostname or "", url.port)
+            responses, error = connection.post_many(url.path, requests)
+
+        for (envelope, _, _), response in zip(prepared, responses):
+            self._handle_response(_Response(*response), envelope)
+        for envelope, _, _ in prepared[len(responses) :]:
+            self._handle_request_error(envelope=envelope, loss_reason="network")
+        return error
+
+    def _request(self, method: str, endpoint_type: Any, body: Any, headers: Mapping[str, str]) -> Any:
+        if not self._direct or method != "POST":
             return super()._request(method, endpoint_type, body, headers)
         url = urlsplit(self._auth.get_api_url(endpoint_type))
+        path = f"{url.path}?{url.query}" if url.query else url.path
         with self._connection_lock:
-            for attempt in range(2):
-                connection = self._connection or self._connect(url.scheme, url.hostname or "", url.port)
-                try:
-                    connection.request(method, url.path, body=body, headers=dict(headers))
-                    response = connection.getresponse()
-                    data = response.read()
-                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                    # The server closed an idle keep-alive connection: send once more on a new one.
-                    self._close_connection()
-                    if attempt:
-                        raise
-                    continue
-                except BaseException:
-                    self._close_connection()
-                    raise
-                if response.will_close:
-                    self._close_connection()
-                else:
-                    self._connection = connection
-                return _Response(response.status, response.headers, data)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+            connection = self._connection or self._open(url.scheme, url.hostname or "", url.port)
+            return _Response(*connection.post(path, headers, body))
 
-    def _connect(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
+    def _open(self, scheme: str, host: str, port: int | None) -> KeepAliveConnection:
+        self._connection = self._connect(scheme, host, port)
+        return self._connection
+
+    def _connect(self, scheme: str, host: str, port: int | None) -> KeepAliveConnection:
         if scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=REQUEST_TIMEOUT_SECONDS, context=self._tls_context())
-        return http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_SECONDS)
+            return KeepAliveConnection(host, port or 443, timeout=REQUEST_TIMEOUT_SECONDS, tls=self._tls_context())
+        return KeepAliveConnection(host, port or 80, timeout=REQUEST_TIMEOUT_SECONDS)
 
     def _tls_context(self) -> ssl.SSLContext:
         """Verify the server with the CA bundle sentry-sdk would use, and the client certificate if any."""
@@ -94,13 +177,8 @@ class DirectHttpTransport(HttpTransport):
             context.load_cert_chain(pool["cert_file"], pool.get("key_file"))
         return context
 
-    def _close_connection(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
     def kill(self) -> None:
         super().kill()
         with self._connection_lock:
-            self._close_connection()
-
+            if self._connection is not None:
+                self._connection.close()
