@@ -297,6 +297,9 @@ class Sample:
     wall_us: float
     p99_ms: float
     peak_rss_mb: float
+    # CPU µs per request by thread name: the event loop (MainThread), the pool that runs sync
+    # endpoints, the telemetry threads.
+    threads_us: dict[str, float] = field(default_factory=dict)
 
 
 def check_exported(setup: Setup, receivers: dict[str, CountingReceiver], before: dict[str, int], phase: str,
@@ -420,6 +423,10 @@ def median_samples(samples: list[Sample]) -> Sample:
         wall_us=statistics.median(sample.wall_us for sample in samples),
         p99_ms=statistics.median(sample.p99_ms for sample in samples),
         peak_rss_mb=statistics.median(sample.peak_rss_mb for sample in samples),
+        threads_us={
+            name: statistics.median(sample.threads_us.get(name, 0.0) for sample in samples)
+            for name in dict.fromkeys(name for sample in samples for name in sample.threads_us)
+        },
     )
 
 
@@ -437,6 +444,11 @@ def report(results: dict[str, list[Sample]], rate: float) -> None:
         print(f"{name:<11} {sample.cpu_us:>11.0f} {added:>8.0f} {sample.wall_us:>12.0f} {sample.p99_ms:>15.2f} {sample.peak_rss_mb:>12.1f}")
     for name, samples in results.items():
         print(f"  {name} CPU us/req per round: " + ", ".join(f"{sample.cpu_us:.0f}" for sample in samples))
+    for name, samples in results.items():
+        print(f"  {name} p99 ms per round: " + ", ".join(f"{sample.p99_ms:.1f}" for sample in samples))
+    for name, sample in medians.items():
+        by_thread = sorted(sample.threads_us.items(), key=lambda item: -item[1])
+        print(f"  {name} CPU us/req by thread: " + ", ".join(f"{thread} {cpu:.0f}" for thread, cpu in by_thread))
     if bare and {"otel", "sentry", "raptorflow"} <= medians.keys():
         ours = medians["raptorflow"].cpu_us - bare.cpu_us
         vs_otel = ratio(ours, medians["otel"].cpu_us - bare.cpu_us)
@@ -469,7 +481,8 @@ def compare(args: argparse.Namespace) -> None:
                 for name in names:
                     load, rss = served[name]
                     results[name].append(Sample(driven[name]["cpu_us_per_request"], driven[name]["wall_us_per_request"],
-                                                load.percentile(0.99) * 1000, rss))
+                                                load.percentile(0.99) * 1000, rss,
+                                                driven[name].get("thread_cpu_us_per_request", {})))
                 print(f"round {round_number + 1}/{args.rounds}: " + ", ".join(
                     f"{name} {results[name][-1].cpu_us:.0f} us" for name in names), flush=True)
         report(results, args.rate)

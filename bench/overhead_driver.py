@@ -23,7 +23,6 @@ import asyncio
 import importlib
 import json
 import resource
-import os
 import re
 import sys
 import threading
@@ -168,22 +167,20 @@ def count_sentry_losses() -> None:
 
 
 def thread_cpu_seconds() -> Counter:
-    """CPU seconds per thread name (numbers stripped) of the threads alive now, from /proc.
+    """CPU seconds per thread name (numbers stripped) of the threads alive now.
 
-    The clock-tick resolution (10 ms) is fine at thousands of requests. Empty where /proc is
-    missing. Threads that ended before the call are not counted, so the sum can be lower than
-    the process's CPU time.
+    Reads each thread's own CPU clock (``pthread_getcpuclockid``). Threads that ended before the
+    call are not counted, so the sum can be lower than the process's CPU time.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
     seconds: Counter = Counter()
     for thread in threading.enumerate():
         try:
-            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
+            clock = time.pthread_getcpuclockid(thread.ident)
+            used = time.clock_gettime(clock)
+        except (AttributeError, OSError, TypeError):
+            continue  # no per-thread clocks on this platform, or the thread just ended
         name = re.sub(r"[\s_-]*\(?\d+\)?$", "", thread.name) or "thread"
-        # utime and stime are fields 14 and 15 of the stat line; the split starts at field 3.
-        seconds[name] += (int(fields[11]) + int(fields[12])) / ticks
+        seconds[name] += used
     return seconds
 
 

@@ -1,18 +1,19 @@
 """sentry-sdk's HTTP transport with a lighter request path, for sending from the export thread.
 
 sentry-sdk sends each envelope from a background worker through urllib3. The exporter already
-runs on the batch processor's worker thread, so `SentryExporter` calls the transport's
-``_send_envelope`` there directly, and this subclass changes two steps of it:
+runs on the batch processor's worker thread, so `SentryExporter` sends a batch's envelopes there
+directly, through `DirectHttpTransport.send_envelopes`. Compared with sentry-sdk's path:
 
-- the request goes over one `KeepAliveConnection`, written with one ``sendall`` and read with
-  usually one ``recv``;
+- requests go over one `KeepAliveConnection`, pipelined in groups;
 - envelopes under 32 KiB go uncompressed, and larger ones are gzipped in one call, where
-  sentry-sdk streams every envelope through ``GzipFile`` in several writes.
+  sentry-sdk streams every envelope through ``GzipFile`` in several writes;
+- no debug log record is built per envelope while debug is off.
 
-Every system call and every zlib call releases the GIL, and while requests run the worker then
-waits for it back. Fewer of them is what made this path cheaper: in the overhead benchmark an
-envelope cost about 420 µs of the worker's CPU through sentry-sdk's steps with ``http.client``,
-and about NNN µs this way (docs/benchmarks.md).
+Every system call and every zlib call releases the GIL, and while requests run, each release hands
+the GIL to the app's threads and back. Fewer of them is what made this path cheaper. In the
+overhead benchmark's in-process run, sending an envelope took about 420 µs of the worker's CPU
+through sentry-sdk's steps with ``http.client``, and about 60 µs in pipelined groups
+(`SentryExporter` sends groups of 16 through `send_envelopes`).
 
 Everything else is sentry-sdk's: DSN authentication headers, envelope serialization, rate limits
 (``Retry-After`` and ``X-Sentry-Rate-Limits``), client reports and the accounting of lost events.
@@ -46,8 +47,8 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 
 # Envelopes smaller than this are sent uncompressed. Sentry's own Node.js SDK uses the same
 # threshold (GZIP_THRESHOLD in @sentry/node's HTTP transport). A typical transaction is 2 KB, and
-# compressing it cost about 75 µs of the export thread's CPU in the overhead benchmark, mostly in
-# waiting for the GIL that zlib releases.
+# compressing it cost about 75 µs of the export thread's CPU in the overhead benchmark, mostly for
+# handing over the GIL that zlib releases.
 COMPRESS_MIN_BYTES = 32 * 1024
 
 

@@ -44,6 +44,8 @@ def test_compare_prints_table_and_ratios() -> None:
 
     for setup in ("bare", "otel", "sentry", "raptorflow"):
         assert re.search(rf"^{setup}\s+\d+", result.stdout, re.MULTILINE), result.stdout
+    # The per-thread split read the threads' CPU clocks.
+    assert re.search(r"raptorflow CPU us/req by thread: .*MainThread \d+", result.stdout), result.stdout
     ratios = summary(result.stdout)
     assert set(ratios) == {"overhead_vs_otel", "overhead_vs_sentry"}
     assert all(math.isfinite(value) for value in ratios.values())

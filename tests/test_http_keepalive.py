@@ -1,16 +1,19 @@
 """The Sentry exporter's keep-alive HTTP connection, against real servers on 127.0.0.1.
 
 A scripted TCP server plays the server's side byte by byte, to reach cases that a well-behaved
-server does not produce: closing in the middle of a group, garbage, stalls. A real uvicorn server
-checks the ordinary path, pipelining included.
+server does not produce: closing in the middle of a group, garbage, stalls. Real uvicorn and
+Node.js servers check the ordinary path, pipelining included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -201,7 +204,8 @@ def test_abrupt_close_not_resent() -> None:
     assert isinstance(error, OSError)
     assert seen_after_failure == 4  # nothing was sent again
     assert connection.pipelining is False
-    assert later_error is None and [response.body for response in later] == [b"0", b"1"]
+    assert later_error is None
+    assert [response.body for response in later] == [b"0", b"1"]
     assert server.first_read_requests[-1] == 1  # one request at a time now
 
 
@@ -294,4 +298,42 @@ def test_uvicorn_pipelined_groups(uvicorn_server: tuple[int, list[tuple[str, byt
     bodies = [response.body for responses, _ in groups for response in responses]
     assert bodies == [f'{{"id":"{number}"}}'.encode() for number in range(1, 49)]
     assert len(received) == 48
+    assert connection.pipelining is True
+
+
+NODE_SERVER = """
+const http = require("http");
+let count = 0;
+const server = http.createServer((request, response) => {
+  const chunks = [];
+  request.on("data", (chunk) => chunks.push(chunk));
+  request.on("end", () => {
+    count += 1;
+    response.setHeader("Content-Type", "application/json");
+    response.end(JSON.stringify({ id: String(count), bytes: Buffer.concat(chunks).length }));
+  });
+});
+server.listen(0, "127.0.0.1", () => console.log(server.address().port));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_node_pipelined_groups(tmp_path: Path) -> None:
+    script = tmp_path / "server.js"
+    script.write_text(NODE_SERVER)
+    process = subprocess.Popen(["node", str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        connection = KeepAliveConnection("127.0.0.1", port, timeout=5)
+        groups = [connection.post_many("/api/1/envelope/", requests_with_ids(16)) for _ in range(3)]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+    for responses, error in groups:
+        assert error is None
+        assert [response.status for response in responses] == [200] * 16
+    bodies = [response.body for responses, _ in groups for response in responses]
+    assert bodies == [f'{{"id":"{number}","bytes":100}}'.encode() for number in range(1, 49)]
     assert connection.pipelining is True
