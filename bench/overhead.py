@@ -434,6 +434,10 @@ def ratio(added: float, reference: float) -> float:
     return added / reference if reference > 0 else float("nan")
 
 
+def verdict(value: float, goal: float) -> str:
+    return "met" if value <= goal else "not met"
+
+
 def report(results: dict[str, list[Sample]], rate: float) -> None:
     medians = {name: median_samples(samples) for name, samples in results.items()}
     bare = medians.get("bare")
@@ -454,8 +458,8 @@ def report(results: dict[str, list[Sample]], rate: float) -> None:
         vs_otel = ratio(ours, medians["otel"].cpu_us - bare.cpu_us)
         vs_sentry = ratio(ours, medians["sentry"].cpu_us - bare.cpu_us)
         print()
-        print(f"raptorflow adds {vs_otel:.2f}x the CPU of stock OpenTelemetry (goal <= 0.8) "
-              f"and {vs_sentry:.2f}x that of sentry-sdk (goal <= 0.5).")
+        print(f"raptorflow adds {vs_otel:.3f}x the CPU of stock OpenTelemetry (goal <= 0.8: {verdict(vs_otel, 0.8)}) "
+              f"and {vs_sentry:.3f}x that of sentry-sdk (goal <= 0.5: {verdict(vs_sentry, 0.5)}).")
         if "raptorflow-otlp" in medians:
             both = medians["raptorflow-otlp"].cpu_us - bare.cpu_us
             print(f"With traces also sent over OTLP: {ratio(both, medians['otel'].cpu_us - bare.cpu_us):.2f}x stock "

@@ -24,6 +24,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
+from raptorflow_otel.processors.drops import log_unreported_drops
 from raptorflow_otel.processors.guard import guarded
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def shutdown_within_timeouts(telemetry: "Telemetry") -> None:
                 stage,
                 setting,
             )
+    guarded(log_unreported_drops, what="drop summary at shutdown")
 
 
 def run_with_deadline(function: Callable[[], Any], timeout_seconds: float, *, what: str) -> bool:

@@ -18,6 +18,7 @@ responses skipped. No proxies (the caller uses urllib3 for those) and no upgrade
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 from typing import Mapping, NamedTuple, Sequence
@@ -31,10 +32,6 @@ RECV_BYTES = 65536
 
 class ProtocolError(OSError):
     """A response that is not HTTP/1.x as this connection reads it. The connection is closed."""
-
-
-class ClosedBeforeResponse(ConnectionError):
-    """The server closed the connection before sending any byte of a response."""
 
 
 class ResponseHeaders(dict):
@@ -81,28 +78,25 @@ class KeepAliveConnection:
         """Send POST requests pipelined (one write), and read their responses in order.
 
         Returns the responses read and the error that stopped reading, or None when every request
-        got its response. The requests after the last response got none, and the caller
-        cannot know whether the server processed them, so they are not sent again, with two
-        exceptions where the server cannot have processed them:
+        got its response. A request is sent again only when the server cannot have processed it:
+        after a response that announces ``Connection: close``, the server reads nothing more, so
+        the requests after it go on a new connection. Requests without a response after any
+        other failure are not sent again, because the server may have processed them; the caller
+        counts them as lost. RFC 9112 section 9.3.2 allows pipelining non-idempotent requests when
+        the client can tell which ones a partial failure affected, and these rules identify them.
 
-        - a reused connection that the server closed before any response (an idle keep-alive
-          connection it had dropped): everything is sent once more on a new connection;
-        - a response announcing ``Connection: close``: the server reads nothing after it, so the
-          requests after it go on a new connection.
-
-        RFC 9112 section 9.3.2 allows pipelining non-idempotent requests when the client can tell
-        which ones a partial failure affected; these rules are how this connection tells. After a
-        failure with some responses read, ``pipelining`` turns off for this connection.
+        Before a connection is reused, a check without waiting finds whether the server closed it
+        while idle (as urllib3 does), so an idle close costs a new connection, not a request.
+        After a failure that left some responses of a group unread, ``pipelining`` turns off for
+        this connection and later requests go one at a time.
         """
         payloads = [self._request_bytes(path, headers, body) for headers, body in requests]
         responses: list[Response] = []
-        retried_idle = False
         while len(responses) < len(payloads):
             answered = len(responses)
             pending = payloads[answered:] if self.pipelining else payloads[answered : answered + 1]
-            reused = self._sock is not None
             try:
-                sock = self._sock or self._connect()
+                sock = self._usable_socket() or self._connect()
                 sock.sendall(b"".join(pending))
                 for _ in pending:
                     status, headers, body, keep_alive = self._read_response()
@@ -112,9 +106,6 @@ class KeepAliveConnection:
                         break
             except OSError as error:
                 self.close()
-                if reused and len(responses) == answered and not retried_idle and _is_closed(error):
-                    retried_idle = True
-                    continue
                 if len(pending) > 1 and len(responses) > answered:
                     self.pipelining = False
                 return responses, error
@@ -139,6 +130,20 @@ class KeepAliveConnection:
         lines.append("\r\n")
         return "\r\n".join(lines).encode("latin-1") + body
 
+    def _usable_socket(self) -> socket.socket | None:
+        """Return the open socket, or None after closing it if the server closed its side.
+
+        An idle keep-alive socket is never readable: readable means the server closed it or sent
+        bytes before any request, and either way the connection cannot carry a new request.
+        """
+        if self._sock is None:
+            return None
+        readable, _, _ = select.select([self._sock], [], [], 0)
+        if readable:
+            self.close()
+            return None
+        return self._sock
+
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         try:
@@ -161,12 +166,8 @@ class KeepAliveConnection:
                 raise ProtocolError("the server closed the connection in the middle of a response")
             self._buffer += chunk
 
-    def _read_line_end(self, marker: bytes, limit: int, *, first: bool = False) -> int:
-        """Receive until the buffer contains ``marker``, and return its index.
-
-        ``first`` marks the start of a response, where a closed connection with nothing received
-        means the server dropped an idle keep-alive connection.
-        """
+    def _read_line_end(self, marker: bytes, limit: int) -> int:
+        """Receive until the buffer contains ``marker``, and return its index."""
         assert self._sock is not None
         end = self._buffer.find(marker)
         while end < 0:
@@ -174,8 +175,8 @@ class KeepAliveConnection:
                 raise ProtocolError(f"response head longer than {limit} bytes")
             chunk = self._sock.recv(RECV_BYTES)
             if not chunk:
-                if first and not self._buffer:
-                    raise ClosedBeforeResponse("the server closed the connection without a response")
+                if not self._buffer:
+                    raise ConnectionAbortedError("the server closed the connection without a response")
                 raise ProtocolError("the server closed the connection in the middle of a response")
             search_from = max(0, len(self._buffer) - len(marker) + 1)
             self._buffer += chunk
@@ -186,7 +187,7 @@ class KeepAliveConnection:
 
     def _read_response(self) -> tuple[int, ResponseHeaders, bytes, bool]:
         while True:
-            end = self._read_line_end(b"\r\n\r\n", MAX_HEAD_BYTES, first=True)
+            end = self._read_line_end(b"\r\n\r\n", MAX_HEAD_BYTES)
             head = bytes(self._buffer[:end])
             del self._buffer[: end + 4]
             version, status, headers = _parse_head(head)
@@ -259,10 +260,6 @@ def _parse_head(head: bytes) -> tuple[str, int, ResponseHeaders]:
         # Repeated fields are joined, as RFC 9110 section 5.3 allows for list-valued ones.
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return version, int(code), headers
-
-
-def _is_closed(error: OSError) -> bool:
-    return isinstance(error, (ClosedBeforeResponse, ConnectionResetError, BrokenPipeError))
 
 
 def _keeps_alive(version: str, headers: ResponseHeaders) -> bool:

@@ -288,9 +288,9 @@ class SentryExporter(SpanExporter):
         The export thread is already in the background, so handing each envelope to another
         thread would only add a queue and a thread switch per envelope. Each group of
         `PIPELINE_ENVELOPES` goes out in one write, and its responses come back in about one read
-        (`DirectHttpTransport.send_envelopes`). After a network failure the rest of the batch is
-        dropped and counted, so a server that stalls costs one timeout per batch, not one per
-        envelope.
+        (`DirectHttpTransport.send_envelopes`). When Sentry looks unreachable (no response to a
+        whole group, or a timeout), the rest of the batch is dropped and counted, so a server that
+        stalls costs one timeout per batch, not one per envelope.
         """
         spotlight = self._client.spotlight
         if spotlight is not None:
@@ -305,7 +305,7 @@ class SentryExporter(SpanExporter):
                 transport.capture_envelope(envelope)
             return
         if time.monotonic() < self._unreachable_until:
-            record_dropped("sentry", "unreachable, retrying later", len(envelopes), "envelopes")
+            self._count_unsent(transport, envelopes, "unreachable, retrying later")
             return
 
         for start in range(0, len(envelopes), PIPELINE_ENVELOPES):
@@ -318,12 +318,20 @@ class SentryExporter(SpanExporter):
                 error = unexpected
             if error is not None:
                 # sentry-sdk counted the group's unanswered envelopes; the later groups are counted here.
-                record_dropped("sentry", "network", len(envelopes) - start - len(group), "envelopes")
+                self._count_unsent(transport, envelopes[start + len(group) :], "network")
                 # Try again after a pause, so a stalled server costs one timeout per pause, not
                 # one per batch, and a shutdown flush does not wait on it again.
                 self._unreachable_until = time.monotonic() + UNREACHABLE_PAUSE_SECONDS
                 break
         guarded(transport._flush_client_reports, what="Sentry client report")
+
+    @staticmethod
+    def _count_unsent(transport: Any, envelopes: list[Envelope], reason: str) -> None:
+        """Record envelopes given up without a request, in the drop counts and Sentry's client reports."""
+        for envelope in envelopes:
+            # sentry-sdk's accounting for a failed request: its lost-event records (sent to Sentry
+            # as client reports) and on_dropped_event, which watch_transport turns into drop counts.
+            transport._handle_request_error(envelope=envelope, loss_reason=reason)
 
 
 def watch_transport(transport: Any) -> None:

@@ -117,11 +117,12 @@ class DirectHttpTransport(HttpTransport):
         return "gzip", io.BytesIO(gzip.compress(body, self._compression_level, mtime=0))
 
     def send_envelopes(self, envelopes: Sequence[Envelope]) -> Exception | None:
-        """Send envelopes now, pipelined on the keep-alive connection; return the network error, if any.
+        """Send envelopes now, pipelined on the keep-alive connection, and return the network error.
 
-        Rate limits, client reports and lost-event accounting are sentry-sdk's, as for one envelope:
-        each response goes through its response handling, and each envelope left without a
-        response is recorded as lost to the network.
+        The error is returned only when the server looks unreachable: it responded to none of the
+        envelopes, or it stopped responding (timeout). Rate limits, client reports and lost-event
+        accounting are sentry-sdk's, as for one envelope: each response goes through its response
+        handling, and each envelope left without a response is recorded as lost to the network.
         """
         if not self._direct:
             for index, envelope in enumerate(envelopes):
@@ -150,7 +151,12 @@ class DirectHttpTransport(HttpTransport):
             self._handle_response(_Response(*response), envelope)
         for envelope, _, _ in prepared[len(responses) :]:
             self._handle_request_error(envelope=envelope, loss_reason="network")
-        return error
+
+        # A server that responded to part of the group and then closed or reset the connection is
+        # reachable: the next group goes on a new connection. None responding, or a stall, is not.
+        if error is not None and (not responses or isinstance(error, TimeoutError)):
+            return error
+        return None
 
     def _request(self, method: str, endpoint_type: Any, body: Any, headers: Mapping[str, str]) -> Any:
         if not self._direct or method != "POST":

@@ -56,6 +56,21 @@ def record_dropped(destination: str, reason: str, count: int = 1, unit: str = "i
                         destination, unit, int(now - last), summary, hint)
 
 
+def log_unreported_drops() -> None:
+    """Log one line per destination with the drops since its last line (called at shutdown).
+
+    Between summaries, drops are only counted, so without this line the drops of a process's last
+    minute would never reach the log.
+    """
+    with _lock:
+        pending = {destination: since for destination, (_, since) in _pending_log.items() if since}
+        for destination in pending:
+            _pending_log[destination] = (_pending_log[destination][0], Counter())
+    for destination, since in sorted(pending.items()):
+        summary = ", ".join(f"{number} ({why})" for why, number in sorted(since.items()))
+        _logger.warning("raptorflow-otel: %s export drops not yet reported when the process stopped: %s.", destination, summary)
+
+
 def dropped_counts() -> dict[str, dict[str, int]]:
     """Return every drop since start-up, by destination and reason (for health reports)."""
     with _lock:

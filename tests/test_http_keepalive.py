@@ -38,6 +38,7 @@ class ScriptedServer:
         self.script = script
         self.requests: list[tuple[int, str]] = []
         self.first_read_requests: list[int] = []
+        self.closed = threading.Event()  # set each time the server closes a connection
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
@@ -65,33 +66,39 @@ class ScriptedServer:
             index += 1
 
     def _handle(self, sock: socket.socket, index: int) -> None:
+        try:
+            self._converse(sock, index)
+        finally:
+            sock.close()
+            self.closed.set()
+
+    def _converse(self, sock: socket.socket, index: int) -> None:
         buffer = b""
         first = True
-        with sock:
-            while True:
-                try:
-                    chunk = sock.recv(65536)
-                except OSError:
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            requests, buffer = _split_requests(buffer)
+            if first:
+                self.first_read_requests.append(len(requests))
+                first = False
+            for request_id in requests:
+                self.requests.append((index, request_id))
+                answer = self.script(index, request_id)
+                if answer is STALL:
+                    time.sleep(30)
                     return
-                if not chunk:
+                if answer is CLOSE:
                     return
-                buffer += chunk
-                requests, buffer = _split_requests(buffer)
-                if first:
-                    self.first_read_requests.append(len(requests))
-                    first = False
-                for request_id in requests:
-                    self.requests.append((index, request_id))
-                    answer = self.script(index, request_id)
-                    if answer is STALL:
-                        time.sleep(30)
-                        return
-                    if answer is CLOSE:
-                        return
-                    if isinstance(answer, tuple):
-                        sock.sendall(answer[0])
-                        return
-                    sock.sendall(answer)  # type: ignore[arg-type]
+                if isinstance(answer, tuple):
+                    sock.sendall(answer[0])
+                    return
+                sock.sendall(answer)  # type: ignore[arg-type]
 
 
 def _split_requests(buffer: bytes) -> tuple[list[str], bytes]:
@@ -169,10 +176,27 @@ def test_dropped_idle_connection_reopened() -> None:
     with ScriptedServer(script) as server:
         connection = server.connection()
         first = connection.post("/", {"X-Id": "first"}, b"")
+        assert server.closed.wait(5)
         second = connection.post("/", {"X-Id": "second"}, b"")
 
-    assert (first.body, second.body) == (b"done", b"done")
+    assert first.body == b"done"
+    assert second.body == b"done"
     assert server.requests == [(0, "first"), (1, "second")]
+
+
+def test_reset_after_read_not_resent() -> None:
+    def script(connection: int, request_id: str) -> object:
+        # The server reads "second", then drops the connection without a response.
+        return CLOSE if request_id == "second" else ok(b"done")
+
+    with ScriptedServer(script) as server:
+        connection = server.connection()
+        connection.post("/", {"X-Id": "first"}, b"")
+        responses, error = connection.post_many("/", [({"X-Id": "second"}, b"")])
+
+    assert responses == []
+    assert isinstance(error, ConnectionError)
+    assert server.requests == [(0, "first"), (0, "second")]  # not sent again on a new connection
 
 
 def test_connection_close_resends_rest() -> None:

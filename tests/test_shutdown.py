@@ -259,3 +259,29 @@ def test_shutdown_runs_inline_without_threads(monkeypatch: pytest.MonkeyPatch) -
     shutdown.shutdown_within_timeouts(telemetry)
 
     assert [provider.calls for provider in providers] == [1, 1, 1]
+
+
+def test_unreported_drops_logged_at_shutdown(caplog: pytest.LogCaptureFixture) -> None:
+    from raptorflow_otel.processors import drops
+
+    drops.reset_dropped()
+    clock = iter([0.0, 1.0, 2.0])
+    try:
+        # The first drop is logged at once; the next two fall inside the summary interval.
+        for reason in ("network", "network", "unreachable, retrying later"):
+            drops.record_dropped("sentry", reason, 5, "envelopes", clock=lambda: next(clock))
+        logged_before = caplog.text.count("raptorflow-otel: sentry export")
+        release = threading.Event()
+        release.set()
+        telemetry = SimpleNamespace(
+            settings=load_settings({}),
+            tracer_provider=SlowProvider(release),
+            meter_provider=None,
+            logger_provider=None,
+        )
+        shutdown.shutdown_within_timeouts(telemetry)
+    finally:
+        drops.reset_dropped()
+
+    assert logged_before == 1
+    assert "sentry export drops not yet reported when the process stopped: 5 (network), 5 (unreachable, retrying later)" in caplog.text
