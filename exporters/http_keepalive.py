@@ -59,6 +59,10 @@ class KeepAliveConnection:
         self.timeout = timeout
         # False once the server failed to respond to pipelined requests. Requests then go one by one.
         self.pipelining = True
+        # After a failed post_many: whether the failed socket had carried a response before, which
+        # means the server was reachable and the connection broke, not that the server is down.
+        self.broke_after_response = False
+        self._responses_on_socket = 0
         self._tls = tls
         self._sock: socket.socket | None = None
         self._buffer = bytearray()
@@ -101,10 +105,12 @@ class KeepAliveConnection:
                 for _ in pending:
                     status, headers, body, keep_alive = self._read_response()
                     responses.append(Response(status, headers, body))
+                    self._responses_on_socket += 1
                     if not keep_alive:
                         self.close()
                         break
             except OSError as error:
+                self.broke_after_response = self._responses_on_socket > 0
                 self.close()
                 if len(pending) > 1 and len(responses) > answered:
                     self.pipelining = False
@@ -118,6 +124,7 @@ class KeepAliveConnection:
             finally:
                 self._sock = None
                 self._buffer.clear()
+                self._responses_on_socket = 0
 
     # Internals
 
@@ -155,6 +162,7 @@ class KeepAliveConnection:
             raise
         self._sock = sock
         self._buffer.clear()
+        self._responses_on_socket = 0
         return sock
 
     def _fill(self, at_least: int) -> None:

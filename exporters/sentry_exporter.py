@@ -288,9 +288,9 @@ class SentryExporter(SpanExporter):
         The export thread is already in the background, so handing each envelope to another
         thread would only add a queue and a thread switch per envelope. Each group of
         `PIPELINE_ENVELOPES` goes out in one write, and its responses come back in about one read
-        (`DirectHttpTransport.send_envelopes`). When Sentry looks unreachable (no response to a
-        whole group, or a timeout), the rest of the batch is dropped and counted, so a server that
-        stalls costs one timeout per batch, not one per envelope.
+        (`DirectHttpTransport.send_envelopes`). When Sentry looks unreachable (a new connection
+        fails before any response, or a timeout), the rest of the batch is dropped and counted,
+        so a server that stalls costs one timeout per batch, not one per envelope.
         """
         spotlight = self._client.spotlight
         if spotlight is not None:

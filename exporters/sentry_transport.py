@@ -119,8 +119,8 @@ class DirectHttpTransport(HttpTransport):
     def send_envelopes(self, envelopes: Sequence[Envelope]) -> Exception | None:
         """Send envelopes now, pipelined on the keep-alive connection, and return the network error.
 
-        The error is returned only when the server looks unreachable: it responded to none of the
-        envelopes, or it stopped responding (timeout). Rate limits, client reports and lost-event
+        The error is returned only when the server looks unreachable: a new connection failed
+        before any response, or the server stopped responding (timeout). Rate limits, client reports and lost-event
         accounting are sentry-sdk's, as for one envelope: each response goes through its response
         handling, and each envelope left without a response is recorded as lost to the network.
         """
@@ -152,11 +152,11 @@ class DirectHttpTransport(HttpTransport):
         for envelope, _, _ in prepared[len(responses) :]:
             self._handle_request_error(envelope=envelope, loss_reason="network")
 
-        # A server that responded to part of the group and then closed or reset the connection is
-        # reachable: the next group goes on a new connection. None responding, or a stall, is not.
-        if error is not None and (not responses or isinstance(error, TimeoutError)):
-            return error
-        return None
+        # A server that responded on this connection and then closed or reset it is reachable: the
+        # next group goes on a new connection. A new connection that fails, or a stall, is not.
+        if error is None or (connection.broke_after_response and not isinstance(error, TimeoutError)):
+            return None
+        return error
 
     def _request(self, method: str, endpoint_type: Any, body: Any, headers: Mapping[str, str]) -> Any:
         if not self._direct or method != "POST":

@@ -77,3 +77,24 @@ def test_refused_server_is_unreachable() -> None:
 
     assert isinstance(error, ConnectionRefusedError)
     assert dropped == Counter({"network": 4})
+
+
+def test_reset_on_reused_connection_is_reachable() -> None:
+    answered = Counter()
+
+    def script(connection: int, request_id: str) -> object:
+        answered[connection] += 1
+        # The 17th request on the first connection is read, then the connection is dropped.
+        return CLOSE if connection == 0 and answered[0] == 17 else ok(b"{}")
+
+    with ScriptedServer(script) as server:
+        transport, dropped = make_transport(server.port)
+        first = transport.send_envelopes(envelopes(16))
+        second = transport.send_envelopes(envelopes(16))
+        third = transport.send_envelopes(envelopes(2))
+
+    assert first is None
+    assert second is None  # the connection broke after serving a group: no pause
+    assert third is None
+    assert dropped == Counter({"network": 16})
+    assert [index for index, _ in server.requests].count(1) == 2
