@@ -140,8 +140,8 @@ class KeepAliveConnection:
     def _usable_socket(self) -> socket.socket | None:
         """Return the open socket, or None after closing it if the server closed its side.
 
-        An idle keep-alive socket is never readable: readable means the server closed it or sent
-        bytes before any request, and either way the connection cannot carry a new request.
+        An idle keep-alive socket has nothing to read. Readable means that the server closed it or
+        sent bytes before any request, and either way the connection cannot carry a new request.
         """
         if self._sock is None:
             return None
@@ -174,8 +174,12 @@ class KeepAliveConnection:
                 raise ProtocolError("the server closed the connection in the middle of a response")
             self._buffer += chunk
 
-    def _read_line_end(self, marker: bytes, limit: int) -> int:
-        """Receive until the buffer contains ``marker``, and return its index."""
+    def _read_line_end(self, marker: bytes, limit: int, *, response_start: bool = False) -> int:
+        """Receive until the buffer contains ``marker``, and return its index.
+
+        ``response_start`` marks a read at the start of a response, where a closed connection
+        with nothing received means the server sent no response at all.
+        """
         assert self._sock is not None
         end = self._buffer.find(marker)
         while end < 0:
@@ -183,7 +187,7 @@ class KeepAliveConnection:
                 raise ProtocolError(f"response head longer than {limit} bytes")
             chunk = self._sock.recv(RECV_BYTES)
             if not chunk:
-                if not self._buffer:
+                if response_start and not self._buffer:
                     raise ConnectionAbortedError("the server closed the connection without a response")
                 raise ProtocolError("the server closed the connection in the middle of a response")
             search_from = max(0, len(self._buffer) - len(marker) + 1)
@@ -195,7 +199,7 @@ class KeepAliveConnection:
 
     def _read_response(self) -> tuple[int, ResponseHeaders, bytes, bool]:
         while True:
-            end = self._read_line_end(b"\r\n\r\n", MAX_HEAD_BYTES)
+            end = self._read_line_end(b"\r\n\r\n", MAX_HEAD_BYTES, response_start=True)
             head = bytes(self._buffer[:end])
             del self._buffer[: end + 4]
             version, status, headers = _parse_head(head)

@@ -146,6 +146,8 @@ class DirectHttpTransport(HttpTransport):
         with self._connection_lock:
             connection = self._connection or self._open(url.scheme, url.hostname or "", url.port)
             responses, error = connection.post_many(url.path, requests)
+            # Read under the lock: sentry-sdk's worker thread may use the connection next.
+            broke_after_response = connection.broke_after_response
 
         for (envelope, _, _), response in zip(prepared, responses):
             self._handle_response(_Response(*response), envelope)
@@ -154,7 +156,7 @@ class DirectHttpTransport(HttpTransport):
 
         # A server that responded on this connection and then closed or reset it is reachable: the
         # next group goes on a new connection. A new connection that fails, or a stall, is not.
-        if error is None or (connection.broke_after_response and not isinstance(error, TimeoutError)):
+        if error is None or (broke_after_response and not isinstance(error, TimeoutError)):
             return None
         return error
 

@@ -269,7 +269,7 @@ def test_gunicorn_workers_flush_at_sigterm(tmp_path: Path) -> None:
             server.process.send_signal(signal.SIGTERM)
             exit_code = server.process.wait(30)
         transactions = transactions_named(sentry, "GET /products/{product_id}")
-        # Without --preload both workers import the shop and race to seed its database; the loser's
+        # Without --preload both workers import the shop and race to seed its database. The loser's
         # duplicate-key insert is a real error event, so only the events of requests are compared.
         errors = [event for event in sentry.errors() if "request" in event]
         traced = identities(server_span_resources(otlp))

@@ -31,12 +31,12 @@ def make_transport(port: int) -> tuple[DirectHttpTransport, Counter]:
 
 
 def envelopes(count: int) -> list[Envelope]:
-    made = []
+    batch = []
     for number in range(count):
         envelope = Envelope(headers={"event_id": f"{number:032x}"})
         envelope.add_event({"event_id": f"{number:032x}", "message": f"event {number}"})
-        made.append(envelope)
-    return made
+        batch.append(envelope)
+    return batch
 
 
 def test_all_responses_no_error() -> None:
