@@ -89,8 +89,10 @@ class KeepAliveConnection:
         counts them as lost. RFC 9112 section 9.3.2 allows pipelining non-idempotent requests when
         the client can tell which ones a partial failure affected, and these rules identify them.
 
-        Before a connection is reused, a check without waiting finds whether the server closed it
-        while idle (as urllib3 does), so an idle close costs a new connection, not a request.
+        Pipelining starts once the connection has carried a response, so a server that closes after
+        each response gets one request per connection. Before a connection is reused, a check
+        without waiting finds whether the server closed it while idle (as urllib3 does), so an
+        idle close costs a new connection, not a request.
         After a failure that left some responses of a group unread, ``pipelining`` turns off for
         this connection and later requests go one at a time.
         """
@@ -98,9 +100,13 @@ class KeepAliveConnection:
         responses: list[Response] = []
         while len(responses) < len(payloads):
             answered = len(responses)
-            pending = payloads[answered:] if self.pipelining else payloads[answered : answered + 1]
+            pending: list[bytes] = []
             try:
                 sock = self._usable_socket() or self._connect()
+                # A new connection carries one request first: a server that closes after each
+                # response (HTTP/1.0) would otherwise reset the connection with requests unread.
+                persistent = self.pipelining and self._responses_on_socket > 0
+                pending = payloads[answered:] if persistent else payloads[answered : answered + 1]
                 sock.sendall(b"".join(pending))
                 for _ in pending:
                     status, headers, body, keep_alive = self._read_response()

@@ -38,6 +38,7 @@ class ScriptedServer:
         self.script = script
         self.requests: list[tuple[int, str]] = []
         self.first_read_requests: list[int] = []
+        self.reads: list[int] = []  # complete requests found by each read that found any
         self.closed = threading.Event()  # set each time the server closes a connection
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -84,6 +85,8 @@ class ScriptedServer:
                 return
             buffer += chunk
             requests, buffer = _split_requests(buffer)
+            if requests:
+                self.reads.append(len(requests))
             if first:
                 self.first_read_requests.append(len(requests))
                 first = False
@@ -142,7 +145,8 @@ def test_pipelined_group_in_order() -> None:
 
     assert error is None
     assert [response.body for response in responses] == [str(number).encode() for number in range(16)]
-    assert server.first_read_requests[0] > 1  # the server found several requests in one read
+    assert server.first_read_requests[0] == 1  # a new connection carries one request first
+    assert max(server.reads) > 1  # then the server found several requests in one read
     assert [index for index, _ in server.requests] == [0] * 16
 
 
@@ -231,6 +235,7 @@ def test_abrupt_close_not_resent() -> None:
     assert later_error is None
     assert [response.body for response in later] == [b"0", b"1"]
     assert server.first_read_requests[-1] == 1  # one request at a time now
+    assert server.reads[-2:] == [1, 1]
 
 
 @pytest.mark.parametrize(
